@@ -1,0 +1,3 @@
+"""Registers mailgate's plugins; nothing else."""
+
+pytest_plugins = ["plugins.partitions", "pytester"]

@@ -1,0 +1,1 @@
+"""How pytest runs mailgate: options, parametrisation, deploy gate, sign-off, reports, sandbox."""

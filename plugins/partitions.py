@@ -1,0 +1,130 @@
+"""Options, the loaded partitions file, and parametrisation over the selected partitions."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from probes.config import Config, ConfigError, Target, load
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What this run covers: the loaded partitions file, the chosen partitions and overrides."""
+
+    config: Config
+    targets: tuple[Target, ...]
+    infra_repo: Path
+    resolvers: tuple[str, ...]
+    signoff_log: Path | None
+    postmark_api_url: str
+
+
+SELECTION = pytest.StashKey[Selection]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mailgate", "mailgate: partition rollout gate")
+    group.addoption(
+        "--partitions-file", metavar="PATH", help="partitions file (default: partitions.yaml in the rootdir)"
+    )
+    group.addoption(
+        "--partition", metavar="NAMES", default="all", help="partitions to check: a comma list, or all (default)"
+    )
+    group.addoption(
+        "--resolver",
+        metavar="HOST[:PORT]",
+        action="append",
+        default=[],
+        help="DNS resolver to ask instead of dns.resolvers (repeatable)",
+    )
+    group.addoption(
+        "--infra-repo", metavar="PATH", help="infrastructure repo (default: infra.repo of the partitions file)"
+    )
+    group.addoption("--signoff-log", metavar="PATH", help="execution log whose cascade table to update")
+
+
+def partitions_file(config: pytest.Config) -> Path:
+    """The partitions file this run uses: the option (relative to the invocation dir) or the rootdir's."""
+    option = config.getoption("partitions_file")
+    if option:
+        return Path(config.invocation_params.dir, option).resolve()
+    return config.rootpath / "partitions.yaml"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    path = partitions_file(config)
+    if not config.getoption("partitions_file") and not path.exists():
+        return  # not a mailgate directory; a test that needs a partition says so at collection
+    config.stash[SELECTION] = _select(config, path)
+
+
+def _select(config: pytest.Config, path: Path) -> Selection:
+    try:
+        loaded = load(path)
+        targets = tuple(loaded.select(config.getoption("partition")))
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    invocation = config.invocation_params.dir
+    repo_option = config.getoption("infra_repo")
+    log_option = config.getoption("signoff_log")
+    return Selection(
+        config=loaded,
+        targets=targets,
+        infra_repo=Path(invocation, repo_option).resolve() if repo_option else loaded.infra_repo,
+        resolvers=tuple(config.getoption("resolver") or loaded.file.dns.resolvers),
+        signoff_log=Path(invocation, log_option).resolve() if log_option else loaded.signoff_log,
+        postmark_api_url=os.environ.get("POSTMARK_API_URL") or loaded.file.postmark.api_url,
+    )
+
+
+def selection(config: pytest.Config) -> Selection:
+    """This run's selection; a usage error naming the file when there is none."""
+    try:
+        return config.stash[SELECTION]
+    except KeyError:
+        raise pytest.UsageError(
+            f"{partitions_file(config)}: partitions file not found; create it or pass --partitions-file PATH"
+        ) from None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "partition" not in metafunc.fixturenames:
+        return
+    targets = metafunc.config.stash.get(SELECTION, None)
+    if targets is None:
+        return  # reported as a usage error in pytest_collection_modifyitems
+    chosen = targets.targets
+    metafunc.parametrize("partition", chosen, ids=[t.partition for t in chosen], scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        target = _item_target(item)
+        if target is None:
+            if "partition" in getattr(item, "fixturenames", ()):
+                selection(config)  # raises the usage error: partition tests but no partitions file
+            continue
+        item.add_marker(pytest.mark.xdist_group(target.partition))
+
+
+def _item_target(item: pytest.Item) -> Target | None:
+    callspec = getattr(item, "callspec", None)
+    value = callspec.params.get("partition") if callspec is not None else None
+    return value if isinstance(value, Target) else None
+
+
+def item_partition(item: pytest.Item) -> str | None:
+    """The partition an item checks, or None for a partition-independent check."""
+    target = _item_target(item)
+    return target.partition if target else None
+
+
+@pytest.fixture(scope="session")
+def mailgate(request: pytest.FixtureRequest) -> Selection:
+    """This run's selection: partitions file, chosen partitions, infra repo, resolvers."""
+    return selection(request.config)

@@ -1,0 +1,1 @@
+"""How to look at the world: observations, no pytest."""

@@ -1,0 +1,381 @@
+"""partitions.yaml → a validated, typed model; every derived name lives here."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+EXPORT_NAMES: tuple[str, ...] = (
+    "PartitionMailZoneId",
+    "PartitionMailZoneName",
+    "EmailPostmarkAccountTokenArn",
+    "EmailEncryptionKeyArn",
+    "EmailDnsProvisioningRoleArn",
+    "EmailEncryptionKeyFallbackRoleArn",
+)
+MAX_FILE_BYTES = 1_000_000
+MAX_NODES = 50_000
+
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+HostPort = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.:-]+)$")]
+
+
+class ConfigError(Exception):
+    """A partitions file that cannot be used; the message is one line for the operator."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Infrastructure(_Strict):
+    account: str
+    profile: Name
+
+    @field_validator("account", mode="before")
+    @classmethod
+    def _account_digits(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not re.fullmatch(r"\d{12}", value):
+            raise ValueError(
+                f"must be a 12-digit AWS account id as a quoted string (like '009765408297'), got {_short(value)}"
+            )
+        return value
+
+
+class PartitionSpec(_Strict):
+    infrastructure: Name
+    postmark_account: Name
+    credential: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^(op://\S+|env:[A-Za-z_][A-Za-z0-9_]*)$")]
+    production: bool = False
+    spf_includes: list[Annotated[str, Field(min_length=1, max_length=253)]] | None = None
+    expected_resources: (
+        dict[
+            Annotated[str, Field(pattern=r"^[A-Za-z0-9]+::[A-Za-z0-9]+::[A-Za-z0-9]+$")],
+            Annotated[int, Field(ge=0, le=10_000)],
+        ]
+        | None
+    ) = None
+
+
+class DmarcSpec(_Strict):
+    report_mailbox: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)]
+    allowed_policies: list[str] = ["quarantine", "reject"]
+
+    @field_validator("allowed_policies")
+    @classmethod
+    def _known_policies(cls, value: list[str]) -> list[str]:
+        unknown = [p for p in value if p not in ("none", "quarantine", "reject")]
+        if unknown or not value:
+            raise ValueError(f"must be a non-empty list of none, quarantine, reject; got {list(value)}")
+        return value
+
+
+class SpfSpec(_Strict):
+    includes: list[Annotated[str, Field(min_length=1, max_length=253)]] = []
+
+
+class DnsSpec(_Strict):
+    resolvers: list[HostPort] = Field(min_length=1)
+    nameserver_port: Annotated[int, Field(ge=1, le=65535)] = 53
+    timeout: Annotated[float, Field(gt=0, le=60)] = 3.0
+
+
+class PostmarkSpec(_Strict):
+    api_url: Annotated[str, Field(pattern=r"^https?://\S+$", max_length=500)] = "https://api.postmarkapp.com"
+    accounts: list[Name] = Field(min_length=1)
+
+
+class InfraSpec(_Strict):
+    repo: Annotated[str, Field(min_length=1, max_length=4096)]
+    build: str
+    lint: str
+    test: str
+    synth: str
+    diff: str
+
+
+class DeploySpec(_Strict):
+    command: Annotated[str, Field(min_length=1)]
+
+
+class SignoffSpec(_Strict):
+    log: str | None = None
+
+
+class ConfigFile(_Strict):
+    domain: Annotated[str, Field(pattern=r"^([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}$", max_length=253)]
+    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")]
+    return_path_target: Annotated[str, Field(min_length=1, max_length=253)]
+    dmarc: DmarcSpec
+    spf: SpfSpec = SpfSpec()
+    dns: DnsSpec
+    postmark: PostmarkSpec
+    infra: InfraSpec
+    deploy: DeploySpec
+    signoff: SignoffSpec = SignoffSpec()
+    infrastructures: dict[Name, Infrastructure] = Field(min_length=1)
+    partitions: dict[Name, PartitionSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> ConfigFile:
+        for name, spec in self.partitions.items():
+            if spec.infrastructure not in self.infrastructures:
+                raise _RefError(
+                    ("partitions", name, "infrastructure"), spec.infrastructure, sorted(self.infrastructures)
+                )
+            if spec.postmark_account not in self.postmark.accounts:
+                raise _RefError(
+                    ("partitions", name, "postmark_account"), spec.postmark_account, list(self.postmark.accounts)
+                )
+        return self
+
+
+class _RefError(ValueError):
+    def __init__(self, path: tuple[str, ...], value: str, known: list[str]) -> None:
+        super().__init__(f"names unknown {_short(value)}; known: {', '.join(known)}")
+        self.path = path
+
+
+@dataclass(frozen=True)
+class Target:
+    """One partition on its infrastructure, with every name derived from the pair."""
+
+    partition: str
+    infrastructure: str
+    account: str
+    profile: str
+    region: str
+    domain: str
+    postmark_account: str
+    credential: str
+    production: bool
+    return_path_target: str
+    spf_includes: tuple[str, ...]
+    expected_resources: tuple[tuple[str, int], ...] | None
+
+    @property
+    def stack_name(self) -> str:
+        return f"{self.infrastructure}-{self.partition}-Email"
+
+    @property
+    def export_names(self) -> tuple[str, ...]:
+        return tuple(self.export_name(name) for name in EXPORT_NAMES)
+
+    def export_name(self, name: str) -> str:
+        return f"{self.infrastructure}-{self.partition}-API-{name}"
+
+    @property
+    def zone(self) -> str:
+        return f"{self.partition}.{self.domain}"
+
+    @property
+    def dmarc_host(self) -> str:
+        return f"_dmarc.{self.zone}"
+
+    @property
+    def return_path_host(self) -> str:
+        return f"pm-bounces.{self.zone}"
+
+    @property
+    def context_key(self) -> str:
+        return f"partitionMail:{self.infrastructure}:{self.partition}"
+
+    def dkim_host(self, selector: str) -> str:
+        return f"{selector}._domainkey.{self.zone}"
+
+    def command_vars(self, out: str = "") -> dict[str, str]:
+        return {
+            "infrastructure": self.infrastructure,
+            "partition": self.partition,
+            "profile": self.profile,
+            "region": self.region,
+            "out": out,
+        }
+
+
+@dataclass(frozen=True)
+class Config:
+    """The loaded partitions file: settings plus one Target per partition, in file order."""
+
+    path: Path
+    file: ConfigFile
+    targets: dict[str, Target]
+
+    @property
+    def infra_repo(self) -> Path:
+        return (self.path.parent / self.file.infra.repo).resolve()
+
+    @property
+    def signoff_log(self) -> Path | None:
+        log = self.file.signoff.log
+        return (self.path.parent / log).resolve() if log else None
+
+    def select(self, spec: str) -> list[Target]:
+        """Resolve `--partition` (comma list or `all`) to targets, or raise ConfigError listing the known."""
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+        if not names or names == ["all"]:
+            return list(self.targets.values())
+        unknown = [n for n in names if n not in self.targets]
+        if unknown:
+            raise ConfigError(
+                f"--partition: unknown partition {', '.join(unknown)}; known: {', '.join(self.targets)} (or 'all')"
+            )
+        return [self.targets[n] for n in dict.fromkeys(names)]
+
+
+def load(path: Path) -> Config:
+    """Read and validate a partitions file; any problem raises ConfigError with one clear line."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: partitions file not found; create it or pass --partitions-file PATH") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the partitions file: {exc.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: {len(raw)} bytes is more than a partitions file may have ({MAX_FILE_BYTES})")
+    data, lines = _parse_yaml(path, raw)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping with domain, infrastructures, partitions, …; got {type(data).__name__}"
+        )
+    try:
+        file = ConfigFile.model_validate(data)
+    except _RefError as exc:
+        raise ConfigError(_located(path, lines, exc.path, str(exc))) from None
+    except ValidationError as exc:
+        raise ConfigError(_first_error(path, lines, exc)) from None
+    targets = {name: _target(file, name, spec) for name, spec in file.partitions.items()}
+    return Config(path=path, file=file, targets=targets)
+
+
+def _target(file: ConfigFile, name: str, spec: PartitionSpec) -> Target:
+    infra = file.infrastructures[spec.infrastructure]
+    resources = tuple(sorted(spec.expected_resources.items())) if spec.expected_resources is not None else None
+    return Target(
+        partition=name,
+        infrastructure=spec.infrastructure,
+        account=infra.account,
+        profile=infra.profile,
+        region=file.region,
+        domain=file.domain.lower(),
+        postmark_account=spec.postmark_account,
+        credential=spec.credential,
+        production=spec.production,
+        return_path_target=file.return_path_target,
+        spf_includes=tuple(spec.spf_includes if spec.spf_includes is not None else file.spf.includes),
+        expected_resources=resources,
+    )
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (YAML allows them silently)."""
+
+
+def _parse_yaml(path: Path, raw: bytes) -> tuple[Any, dict[tuple[str, ...], int]]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: YAML syntax error: {exc.problem}; fix the YAML at that line") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML error: {exc}") from None
+    if node is None:
+        raise ConfigError(f"{path}: the file is empty; it needs domain, infrastructures and partitions")
+    lines: dict[tuple[str, ...], int] = {}
+    _walk(path, node, (), lines, [0])
+    try:
+        data = _LineLoader(text).construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML error: {exc}") from None
+    return data, lines
+
+
+def _walk(path: Path, node: yaml.Node, at: tuple[str, ...], lines: dict[tuple[str, ...], int], seen: list[int]) -> None:
+    seen[0] += 1
+    if seen[0] > MAX_NODES:
+        raise ConfigError(f"{path}: more than {MAX_NODES} YAML nodes (an alias bomb?); a partitions file is small")
+    lines.setdefault(at, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in keys:
+                raise ConfigError(
+                    f"{path}:{key_node.start_mark.line + 1}: {'.'.join((*at, key))}: duplicate key; keep one"
+                )
+            keys.add(key)
+            lines[(*at, key)] = key_node.start_mark.line + 1
+            _walk(path, value_node, (*at, key), lines, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(path, item, (*at, str(index)), lines, seen)
+
+
+def _first_error(path: Path, lines: dict[tuple[str, ...], int], exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    loc = tuple(str(part) for part in error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent = loc[:-1]
+        allowed = _allowed_keys(parent)
+        hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
+        return _located(path, lines, loc, f"unknown key{_did_you_mean(loc[-1], allowed)}{hint}")
+    if kind == "missing":
+        return _located(path, lines, loc, "missing; add it")
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    elif "input" in error and not isinstance(error["input"], (dict, list)):
+        message = f"{message}; got {_short(error['input'])}"
+    if len(exc.errors()) > 1:
+        message += f" (and {len(exc.errors()) - 1} more problem(s))"
+    return _located(path, lines, loc, message)
+
+
+def _located(path: Path, lines: dict[tuple[str, ...], int], loc: tuple[str, ...], message: str) -> str:
+    line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
+    where = f"{path}:{line}" if line else str(path)
+    return f"{where}: {'.'.join(loc) or '(top level)'}: {message}"
+
+
+def _allowed_keys(parent: tuple[str, ...]) -> list[str]:
+    """The keys the model allows at `parent` (a path of keys), or [] where keys are free names."""
+    model: type[BaseModel] = ConfigFile
+    named = {"partitions": PartitionSpec, "infrastructures": Infrastructure}
+    index = 0
+    while index < len(parent):
+        part = parent[index]
+        if model is ConfigFile and part in named:
+            if index + 1 == len(parent):
+                return []
+            model, index = named[part], index + 2
+            continue
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model, index = annotation, index + 1
+    return list(model.model_fields)
+
+
+def _did_you_mean(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
