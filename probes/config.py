@@ -23,6 +23,7 @@ MAX_FILE_BYTES = 1_000_000
 MAX_NODES = 50_000
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+ResourceType = Annotated[str, Field(pattern=r"^[A-Za-z0-9]+::[A-Za-z0-9]+::[A-Za-z0-9]+$")]
 HostPort = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.:-]+)$")]
 
 
@@ -129,7 +130,7 @@ class ConfigFile(_Strict):
         for name, spec in self.partitions.items():
             if spec.infrastructure not in self.infrastructures:
                 raise _RefError(
-                    ("partitions", name, "infrastructure"), spec.infrastructure, sorted(self.infrastructures)
+                    ("partitions", name, "infrastructure"), spec.infrastructure, list(self.infrastructures)
                 )
             if spec.postmark_account not in self.postmark.accounts:
                 raise _RefError(
@@ -248,8 +249,6 @@ def load(path: Path) -> Config:
         )
     try:
         file = ConfigFile.model_validate(data)
-    except _RefError as exc:
-        raise ConfigError(_located(path, lines, exc.path, str(exc))) from None
     except ValidationError as exc:
         raise ConfigError(_first_error(path, lines, exc)) from None
     targets = {name: _target(file, name, spec) for name, spec in file.partitions.items()}
@@ -325,8 +324,12 @@ def _walk(path: Path, node: yaml.Node, at: tuple[str, ...], lines: dict[tuple[st
 
 
 def _first_error(path: Path, lines: dict[tuple[str, ...], int], exc: ValidationError) -> str:
-    error = exc.errors(include_url=False)[0]
+    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
+    error = errors[0]
     loc = tuple(str(part) for part in error["loc"])
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, _RefError):
+        return _located(path, lines, cause.path, str(cause))
     kind = error["type"]
     if kind == "extra_forbidden":
         parent = loc[:-1]

@@ -1,0 +1,33 @@
+# mailgate: every set-up step lives here, so a fresh machine needs only `make demo` or `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml sandbox/infra/package-lock.json
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	cd sandbox/infra && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(STAMP)
+
+# The main job on the embedded default: preflight, gated deploy and postmerge for all four
+# partitions in the local sandbox world; reports land in reports/.
+demo: $(STAMP)
+	$(BIN)/python -m sandbox demo
+
+# The suite's own tests (lint first): probes, plugins, sandbox scenarios.
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest tests_unit -n 2 -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) sandbox/infra/node_modules reports/*.html reports/*.xml reports/*.json reports/*.md reports/logs

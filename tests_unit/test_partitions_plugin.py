@@ -1,0 +1,139 @@
+"""The partitions plugin through pytester: ids, selection, path options, usage errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHECKS = """
+import pytest
+
+@pytest.mark.preflight
+def test_synth(partition):
+    assert partition.stack_name
+
+@pytest.mark.preflight
+def test_build():
+    pass
+
+@pytest.mark.postmerge
+def test_exports(partition):
+    pass
+
+def test_where(mailgate):
+    print("REPO=" + str(mailgate.infra_repo))
+    print("LOG=" + str(mailgate.signoff_log))
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makefile(".yaml", partitions=(ROOT / "partitions.yaml").read_text())
+    pytester.makeini("[pytest]\nmarkers =\n    preflight: p\n    postmerge: p\n")
+    pytester.makepyfile(test_checks=CHECKS)
+    return pytester
+
+
+def _ids(result: pytest.RunResult) -> list[str]:
+    return [line for line in result.outlines if "::" in line]
+
+
+def test_one_partition_ids_and_independent_checks_once(project: pytest.Pytester) -> None:
+    result = project.runpytest("--collect-only", "-q", "-m", "preflight", "--partition", "prod")
+    assert result.ret == 0
+    assert _ids(result) == ["test_checks.py::test_synth[prod]", "test_checks.py::test_build"]
+
+
+def test_comma_list_and_default_all(project: pytest.Pytester) -> None:
+    two = project.runpytest("--collect-only", "-q", "-m", "preflight", "--partition", "dev,stage")
+    assert _ids(two) == [
+        "test_checks.py::test_synth[dev]",
+        "test_checks.py::test_synth[stage]",
+        "test_checks.py::test_build",
+    ]
+    every = project.runpytest("--collect-only", "-q", "-m", "postmerge")
+    assert _ids(every) == [f"test_checks.py::test_exports[{p}]" for p in ("dev", "stage", "demo", "prod")]
+
+
+@pytest.mark.parametrize("form", ["separate", "equals"])
+def test_path_options_in_both_forms(project: pytest.Pytester, form: str) -> None:
+    (project.path / "sub").mkdir()
+    args = {
+        "separate": ["--infra-repo", "../elsewhere", "--signoff-log", "log.md"],
+        "equals": ["--infra-repo=../elsewhere", "--signoff-log=log.md"],
+    }[form]
+    # run from a subdirectory so a relative path that pytest mistook for a test path would not exist
+    result = project.runpytest_subprocess(
+        "-s",
+        "-q",
+        "-k",
+        "where",
+        "--rootdir",
+        str(project.path),
+        *args,
+        "--partitions-file",
+        str(project.path / "partitions.yaml"),
+        str(project.path / "test_checks.py"),
+    )
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(
+        [f"REPO={(project.path / '..' / 'elsewhere').resolve()}", f"LOG={project.path / 'log.md'}"]
+    )
+
+
+def test_unknown_partition_is_a_usage_error(project: pytest.Pytester) -> None:
+    result = project.runpytest("--collect-only", "--partition", "nosuch")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: --partition: unknown partition nosuch; known: dev, stage, demo, prod (or 'all')"]
+    )
+
+
+def test_broken_file_stops_before_any_test(project: pytest.Pytester) -> None:
+    project.makefile(
+        ".yaml", partitions=(ROOT / "partitions.yaml").read_text().replace("profile: Admin", "profil: Admin")
+    )
+    result = project.runpytest("-q")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *partitions.yaml:*: infrastructures.Alpha001.profil: unknown key*"])
+    assert "passed" not in result.stdout.str()
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_missing_explicit_file_names_the_path(project: pytest.Pytester) -> None:
+    result = project.runpytest("--partitions-file", "nosuch.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {project.path / 'nosuch.yaml'}: partitions file not found*"])
+
+
+def test_partition_tests_without_a_partitions_file(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_checks="def test_synth(partition):\n    pass\n")
+    result = pytester.runpytest("-q")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {pytester.path / 'partitions.yaml'}: partitions file not found*"])
+
+
+def test_project_collects_prod_checks_once() -> None:
+    """The operators' command in this repo: partition checks end in [prod]; the rest appear once."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "preflight", "--partition", "prod"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    ids = [line for line in result.stdout.splitlines() if "::" in line]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ids, "no preflight checks collected"
+    assert all(i.startswith("tests_preflight/") for i in ids)
+    per_partition = [i for i in ids if i.endswith("]")]
+    assert per_partition
+    assert all(i.endswith("[prod]") for i in per_partition)
+    once = [i for i in ids if not i.endswith("]")]
+    assert len(once) == len(set(once))
