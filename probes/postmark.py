@@ -1,0 +1,454 @@
+"""The Postmark Domains API: find a sending domain, read it, trigger verification and poll for the result.
+
+Account endpoints authenticate with the header `X-Postmark-Account-Token`. Verification is asynchronous
+(the seeds: the first `verifyDkim` answer is often "not yet"), so `observe_domain` triggers it and polls
+with a bounded deadline. The token lives only in the HTTP client's headers: no observation, error,
+repr or attempt record holds it, and every message passes through `secrets.redact`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import email.utils
+import json
+import random
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Self
+from urllib.parse import urlencode
+
+import httpx
+
+from probes.secrets import Secret, redact
+
+TOKEN_HEADER = "X-Postmark-Account-Token"
+PAGE_SIZE = 500  # the API's maximum `count`
+MAX_PAGES = 200
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 30.0  # a longer Retry-After fails at once instead of stalling the run
+MAX_BACKOFF = 8.0
+MAX_POLL_INTERVAL = 5.0
+DEFAULT_RATE = 10.0  # requests per second, shared by every client in the process
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One HTTP exchange: no headers, no body, never the token."""
+
+    method: str
+    path: str  # with its query string
+    status: int | None  # None: no answer
+    elapsed: float
+    at: datetime
+    note: str
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A Postmark sending domain as `GET /domains/{id}` describes it."""
+
+    id: int
+    name: str
+    dkim_verified: bool
+    dkim_host: str
+    dkim_text_value: str
+    dkim_pending_host: str
+    dkim_pending_text_value: str
+    dkim_update_status: str
+    return_path_domain: str
+    return_path_verified: bool
+    return_path_cname_value: str
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Domain:
+        """Read a domain from the API's JSON; ValueError names what is missing or of the wrong type."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        domain_id = data.get("ID")
+        if not isinstance(domain_id, int) or isinstance(domain_id, bool):
+            raise ValueError(f"ID must be an integer, got {_short(repr(domain_id))}")
+        return cls(
+            id=domain_id,
+            name=_field(data, "Name", str, required=True),
+            dkim_verified=_field(data, "DKIMVerified", bool),
+            dkim_host=_field(data, "DKIMHost", str),
+            dkim_text_value=_field(data, "DKIMTextValue", str),
+            dkim_pending_host=_field(data, "DKIMPendingHost", str),
+            dkim_pending_text_value=_field(data, "DKIMPendingTextValue", str),
+            dkim_update_status=_field(data, "DKIMUpdateStatus", str),
+            return_path_domain=_field(data, "ReturnPathDomain", str),
+            return_path_verified=_field(data, "ReturnPathDomainVerified", bool),
+            return_path_cname_value=_field(data, "ReturnPathDomainCNAMEValue", str),
+            raw=MappingProxyType(dict(data)),
+        )
+
+    @property
+    def verified(self) -> bool:
+        return self.dkim_verified and self.return_path_verified
+
+    @property
+    def selector(self) -> str | None:
+        """The DKIM selector of the current key (else of the pending one), like `20260526234343pm`."""
+        host = self.dkim_host or self.dkim_pending_host
+        return host.split("._domainkey.", 1)[0] if "._domainkey." in host else None
+
+
+@dataclass(frozen=True)
+class PostmarkObservation:
+    """What the Domains API said about one domain of one account, with every exchange it took."""
+
+    account: str
+    api_url: str
+    domain_name: str
+    domain: Domain | None  # the last answer about the domain; None when it was not found
+    attempts: tuple[Attempt, ...]
+    verified_dkim: bool  # DKIM verified in the last answer
+    verified_return_path: bool  # Return-Path verified in the last answer
+    error: str | None  # one line: what failed and what to do
+    deadline_hit: bool  # the wait ended before both were verified
+
+    @property
+    def triggered(self) -> tuple[str, ...]:
+        """The verification calls this observation made (PUT paths)."""
+        return tuple(a.path for a in self.attempts if a.method == "PUT")
+
+    def describe(self) -> str:
+        """One line for a failure message."""
+        where = f"{self.domain_name} in Postmark account {self.account}"
+        if self.error is not None:
+            return f"{where}: {self.error}"
+        span = (self.attempts[-1].at - self.attempts[0].at).total_seconds() if self.attempts else 0.0
+        return (
+            f"{where}: DKIM {'verified' if self.verified_dkim else 'NOT verified'}, "
+            f"Return-Path {'verified' if self.verified_return_path else 'NOT verified'} "
+            f"({len(self.attempts)} requests over {span:.1f} s{', deadline hit' if self.deadline_hit else ''})"
+        )
+
+
+class PostmarkError(Exception):
+    """A failed API call: one line naming the request (never the token), the answer and the next step."""
+
+    def __init__(self, message: str, *, status: int | None = None, error_code: int | None = None) -> None:
+        super().__init__(redact(message))
+        self.status = status
+        self.error_code = error_code
+
+
+class RateLimiter:
+    """At most `rate` request starts per second, evenly spaced; safe across tasks, threads and event loops."""
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be > 0 requests per second, got {rate}")
+        self.rate = rate
+        self._interval = 1.0 / rate
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    @classmethod
+    def shared(cls) -> RateLimiter:
+        """The process-wide limiter every client uses unless given its own."""
+        return _SHARED
+
+    async def acquire(self) -> None:
+        """Wait for this caller's slot."""
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    def __repr__(self) -> str:
+        return f"RateLimiter({self.rate:g}/s)"
+
+
+_SHARED = RateLimiter(DEFAULT_RATE)
+_ATTEMPTS: contextvars.ContextVar[list[Attempt] | None] = contextvars.ContextVar("postmark_attempts", default=None)
+
+
+class PostmarkClient:
+    """An async client of one Postmark account. Use it within one event loop; close it with `aclose`."""
+
+    def __init__(
+        self,
+        api_url: str,
+        token: Secret,
+        *,
+        account: str | None = None,
+        timeout: float = 10,
+        max_retries: int = 4,
+        limiter: RateLimiter | None = None,
+        backoff: float = 0.5,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.account = account
+        self._reference = token.reference
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._limiter = limiter or RateLimiter.shared()
+        self._backoff = backoff
+        self._http = httpx.AsyncClient(
+            base_url=self.api_url,
+            headers={TOKEN_HEADER: token.reveal(), "Accept": "application/json"},
+            timeout=timeout,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"PostmarkClient({self.api_url}, account={self.account}, token={self._reference}: ****)"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def find_domain(self, name: str) -> Domain | None:
+        """The domain called `name` (case and trailing dot ignored), read in full; None when not listed."""
+        wanted = _norm(name)
+        offset = 0
+        for _ in range(MAX_PAGES):
+            path = "/domains"
+            page = await self._request("GET", path, {"count": PAGE_SIZE, "offset": offset})
+            total, listed = self._page(page, path, offset)
+            for item in listed:
+                if _norm(str(item.get("Name", ""))) == wanted:
+                    domain_id = item.get("ID")
+                    if not isinstance(domain_id, int) or isinstance(domain_id, bool):
+                        raise self._shape_error("GET", path, f"domain {name} has ID {_short(repr(domain_id))}")
+                    return await self.get_domain(domain_id)
+            offset += len(listed)
+            if not listed or offset >= total:
+                return None
+        raise self._shape_error("GET", "/domains", f"more than {MAX_PAGES} pages of domains; the listing never ends")
+
+    async def get_domain(self, domain_id: int) -> Domain:
+        return self._domain("GET", f"/domains/{domain_id}", await self._request("GET", f"/domains/{domain_id}"))
+
+    async def verify_dkim(self, domain_id: int) -> Domain:
+        """Ask Postmark to look the DKIM key up in DNS; the answer may still say "not yet"."""
+        path = f"/domains/{domain_id}/verifyDkim"
+        return self._domain("PUT", path, await self._request("PUT", path))
+
+    async def verify_return_path(self, domain_id: int) -> Domain:
+        """Ask Postmark to check the Return-Path CNAME."""
+        path = f"/domains/{domain_id}/verifyReturnPath"
+        return self._domain("PUT", path, await self._request("PUT", path))
+
+    async def _request(self, method: str, path: str, params: Mapping[str, int] | None = None) -> Any:
+        shown = f"{path}?{urlencode(params)}" if params else path
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._limiter.acquire()
+            at, started = datetime.now(UTC), time.monotonic()
+            try:
+                response = await self._http.request(method, path, params=params)
+            except httpx.TimeoutException:
+                _record(method, shown, None, started, at, note="no answer (timeout)")
+                raise PostmarkError(
+                    f"Postmark {method} {self.api_url}{shown}: no answer within {self._timeout:g} s; "
+                    "check the network and postmark.api_url / POSTMARK_API_URL, then rerun"
+                ) from None
+            except httpx.TransportError as exc:
+                _record(method, shown, None, started, at, note=f"no answer ({type(exc).__name__})")
+                raise PostmarkError(
+                    f"Postmark {method} {self.api_url}{shown}: cannot reach the API ({type(exc).__name__}); "
+                    "check the network and postmark.api_url / POSTMARK_API_URL"
+                ) from None
+            status = response.status_code
+            if 200 <= status < 300:
+                try:
+                    data = response.json()
+                except ValueError:
+                    _record(method, shown, status, started, at, note="malformed JSON")
+                    raise PostmarkError(
+                        f"Postmark {method} {self.api_url}{shown} answered {status} with malformed JSON "
+                        f"({_snippet(response.content)}); is postmark.api_url really the Postmark API?",
+                        status=status,
+                    ) from None
+                _record(method, shown, status, started, at, note="ok")
+                return data
+            code, message = _api_error(response)
+            if status in RETRY_STATUSES and attempt <= self._max_retries:
+                delay, why = self._retry_delay(response, attempt)
+                if delay > MAX_RETRY_AFTER:
+                    _record(method, shown, status, started, at, note=f"Retry-After {delay:g} s is too long")
+                    raise PostmarkError(
+                        f"Postmark {method} {self.api_url}{shown} answered {status}{_detail(code, message, response)}"
+                        f" and asked to retry after {delay:g} s (more than {MAX_RETRY_AFTER:g} s); rerun later",
+                        status=status,
+                        error_code=code,
+                    )
+                _record(method, shown, status, started, at, note=f"retrying in {delay:.2f} s ({why})")
+                await asyncio.sleep(delay)
+                continue
+            note = f"ErrorCode {code}: {message}" if code is not None else "not JSON"
+            _record(method, shown, status, started, at, note=note)
+            raise PostmarkError(
+                f"Postmark {method} {self.api_url}{shown} answered {status}{_detail(code, message, response)}: "
+                f"{self._advice(status, code, attempt)}",
+                status=status,
+                error_code=code,
+            )
+
+    def _retry_delay(self, response: httpx.Response, attempt: int) -> tuple[float, str]:
+        after = _retry_after(response.headers.get("Retry-After"))
+        if after is not None:
+            return after, "Retry-After"
+        ceiling = min(self._backoff * 2 ** (attempt - 1), MAX_BACKOFF)
+        return ceiling * random.uniform(0.5, 1.0), "backoff"
+
+    def _advice(self, status: int, code: int | None, attempts: int) -> str:
+        if status == 401:
+            whose = f"account {self.account}" if self.account else "the account"
+            return f"the token of {whose} ({self._reference}) was rejected: check the credential reference"
+        if status == 422 and code == 510:
+            return "domain not found: was the partition deployed?"
+        if status == 403 and code is None:
+            return "a proxy or firewall answered 403 (not JSON); check HTTPS_PROXY and the network path to Postmark"
+        if status == 404:
+            return "no such endpoint: check postmark.api_url / POSTMARK_API_URL"
+        if status == 429:
+            return f"still rate limited after {attempts} attempts; wait a minute and rerun"
+        if status >= 500:
+            return f"Postmark failed {attempts} times; check https://status.postmarkapp.com and rerun later"
+        return "the request was refused; see the ErrorCode in Postmark's API reference"
+
+    def _page(self, page: Any, path: str, offset: int) -> tuple[int, list[dict[str, Any]]]:
+        total = page.get("TotalCount") if isinstance(page, dict) else None
+        listed = page.get("Domains") if isinstance(page, dict) else None
+        if not isinstance(total, int) or not isinstance(listed, list) or not all(isinstance(d, dict) for d in listed):
+            raise self._shape_error("GET", f"{path}?offset={offset}", "expected {TotalCount: int, Domains: [...]}")
+        return total, listed
+
+    def _domain(self, method: str, path: str, data: Any) -> Domain:
+        try:
+            return Domain.from_json(data)
+        except ValueError as exc:
+            raise self._shape_error(method, path, f"not a domain: {exc}") from None
+
+    def _shape_error(self, method: str, path: str, what: str) -> PostmarkError:
+        return PostmarkError(
+            f"Postmark {method} {self.api_url}{path} answered unexpected JSON ({what}); "
+            "is postmark.api_url really the Postmark API?"
+        )
+
+
+async def observe_domain(
+    client: PostmarkClient, account: str, name: str, *, wait: float, verify: bool, interval: float = 0.5
+) -> PostmarkObservation:
+    """Find `name` and, until both DKIM and Return-Path are verified or `wait` seconds pass, poll it.
+
+    With `verify`, first PUT verifyDkim / verifyReturnPath for whichever is not verified yet; without
+    it, only read (never a PUT). Polls GET every `interval` seconds, growing by half up to 5 s.
+    API failures become `error`; the observation is returned either way.
+    """
+    attempts: list[Attempt] = []
+    context = _ATTEMPTS.set(attempts)
+    deadline = time.monotonic() + wait
+    domain: Domain | None = None
+    error: str | None = None
+    try:
+        domain = await client.find_domain(name)
+        if domain is None:
+            error = (
+                f"domain {name} is not among the domains of Postmark account {account} at {client.api_url}: "
+                "was the partition deployed?"
+            )
+        else:
+            if verify and not domain.dkim_verified:
+                domain = await client.verify_dkim(domain.id)
+            if verify and not domain.return_path_verified:
+                domain = await client.verify_return_path(domain.id)
+            while not domain.verified and (left := deadline - time.monotonic()) > 0:
+                await asyncio.sleep(min(interval, left))
+                domain = await client.get_domain(domain.id)
+                interval = min(interval * 1.5, MAX_POLL_INTERVAL)
+    except PostmarkError as exc:
+        error = str(exc)
+    finally:
+        _ATTEMPTS.reset(context)
+    return PostmarkObservation(
+        account=account,
+        api_url=client.api_url,
+        domain_name=name,
+        domain=domain,
+        attempts=tuple(attempts),
+        verified_dkim=domain is not None and domain.dkim_verified,
+        verified_return_path=domain is not None and domain.return_path_verified,
+        error=error,
+        deadline_hit=error is None and domain is not None and not domain.verified,
+    )
+
+
+def _record(method: str, path: str, status: int | None, started: float, at: datetime, *, note: str) -> None:
+    attempts = _ATTEMPTS.get()
+    if attempts is not None:
+        attempts.append(Attempt(method, path, status, time.monotonic() - started, at, redact(_short(note))))
+
+
+def _api_error(response: httpx.Response) -> tuple[int | None, str | None]:
+    """Postmark's (ErrorCode, Message), or (None, None) when the body is not Postmark's error JSON."""
+    try:
+        data = json.loads(response.content)
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict) or not isinstance(data.get("ErrorCode"), int):
+        return None, None
+    return data["ErrorCode"], _short(str(data.get("Message", "")))
+
+
+def _detail(code: int | None, message: str | None, response: httpx.Response) -> str:
+    if code is not None:
+        return f" (ErrorCode {code}: {message})"
+    return f" (not JSON: {_snippet(response.content)})" if response.content else " (empty body)"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), or None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def _field(data: dict[str, Any], key: str, kind: type, *, required: bool = False) -> Any:
+    value = data.get(key)
+    if value is None and not required:
+        return kind()
+    if not isinstance(value, kind):
+        raise ValueError(f"{key} must be {kind.__name__}, got {_short(repr(value))}")
+    return value
+
+
+def _norm(name: str) -> str:
+    return name.strip().rstrip(".").lower()
+
+
+def _snippet(body: bytes) -> str:
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return repr(_short(text, 80))
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
