@@ -3,8 +3,9 @@
 Every NS host name in ``servers`` gets its own loopback address; all addresses listen on one port, UDP and TCP.
 An authoritative address serves the zones whose apex NS lists a host mapped to it. The resolver address
 answers recursively (RA set, AA clear) by iterating over the same authoritative logic, and also knows the
-A records of the NS host names. Faults shape what clients see on the wire; the resolver's own internal
-iteration is fault-free (inject a fault on the resolver address to break the resolver).
+A records of the NS host names. Faults shape what clients see on the wire. The resolver hears the
+authoritative servers' faults too (delays and truncation aside): it skips a silent, failing or lame server
+for the next one of the delegation and answers SERVFAIL when none is left.
 
 A "lame" fault answers NOERROR with AA clear and every section empty: a server that is not authoritative.
 "timeout" and "down" both never answer (UDP: no datagram; TCP: the connection stays open and silent).
@@ -44,6 +45,8 @@ MAX_REFERRALS = 8  # delegations followed by the resolver
 TCP_IDLE = 10.0  # seconds a silent TCP connection is kept
 BIND_ATTEMPTS = 8
 
+_SILENT = ("timeout", "down")
+_FIXED = {"servfail": dns.rcode.SERVFAIL, "refused": dns.rcode.REFUSED, "lame": dns.rcode.NOERROR}
 _IN = dns.rdataclass.IN
 _T = dns.rdatatype.RdataType
 _ROOT_SOA = dns.rrset.from_text(
@@ -251,15 +254,18 @@ class DnsServer:
 
     @property
     def port(self) -> int:
+        """The one port every address listens on (UDP and TCP)."""
         if not self._port:
             raise RuntimeError("DnsServer.port: the server is not started; call start() first")
         return self._port
 
     @property
     def resolver(self) -> str:
+        """The address of the public resolver."""
         return self._resolver
 
     def address_of(self, ns_host: str) -> str:
+        """The loopback address of an NS host name (case and trailing dot do not matter)."""
         try:
             return self._servers[dns.name.from_text(ns_host)]
         except KeyError:
@@ -267,6 +273,7 @@ class DnsServer:
             raise KeyError(f"NS host {ns_host!r} has no sandbox address; known hosts: {known}") from None
 
     def inject(self, fault: Fault) -> None:
+        """Add a fault; its server may be an NS host name (standing for its address) or an address."""
         armed = _Armed(
             kind=fault.kind,
             name=dns.name.from_text(fault.name) if fault.name is not None else None,
@@ -278,10 +285,12 @@ class DnsServer:
             self._faults = (*self._faults, armed)
 
     def clear_faults(self) -> None:
+        """Remove every fault (packet loss and latency stay as set)."""
         with self._lock:
             self._faults = ()
 
     def set_packet_loss(self, ratio: float, seed: int = 0) -> None:
+        """Drop that share of incoming UDP queries, drawn from a RNG seeded with seed (in arrival order)."""
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"packet loss ratio must be within 0..1, got {ratio}")
         with self._lock:
@@ -289,6 +298,7 @@ class DnsServer:
             self._rng = random.Random(seed)
 
     def start(self) -> None:
+        """Bind UDP and TCP on the resolver and every server address, one port for all, and serve."""
         if self._loop is not None:
             raise RuntimeError("DnsServer.start: already started")
         self._stopping.clear()
@@ -298,6 +308,7 @@ class DnsServer:
         self._loop.start()
 
     def stop(self) -> None:
+        """Stop serving: drop held answers, close connections and sockets, join threads. Idempotent."""
         if self._loop is None:
             return
         self._stopping.set()
@@ -387,7 +398,7 @@ class DnsServer:
                 with self._lock:
                     self._threads.discard(thread)
 
-        thread = threading.Thread(target=run, name="dns-query", daemon=True)
+        thread = threading.Thread(target=run, name=f"dns-query:{self._port}", daemon=True)
         with self._lock:
             self._threads.add(thread)
         thread.start()
@@ -460,7 +471,7 @@ class DnsServer:
         self.queries.append(QueryRecord(address, qname.to_text(), dns.rdatatype.to_text(rdtype), transport))
         fault, delay = self._fault_for(address, qname, rdtype)
         kind = fault.kind if fault else None
-        if kind in ("timeout", "down"):
+        if kind in _SILENT:
             return None
         if (self.latency > 0 or delay > 0) and self._stopping.wait(self.latency + delay):
             return None
@@ -468,7 +479,10 @@ class DnsServer:
             response.flags |= dns.flags.TC
             return self._wire(response, query, transport)
         try:
-            result = self._result(kind, address, qname, rdtype, question.rdclass)
+            if question.rdclass != _IN or rdtype in (_T.AXFR, _T.IXFR):
+                result = _Result(dns.rcode.REFUSED)
+            else:
+                result = self._answer(self._indexes(), kind, address, qname, rdtype)
         except Exception as exc:
             self.errors.append(f"{address} {transport} {qname} {dns.rdatatype.to_text(rdtype)}: {exc!r}")
             result = _Result(dns.rcode.SERVFAIL)
@@ -480,12 +494,12 @@ class DnsServer:
         response.additional = list(result.additional)
         return self._wire(response, query, transport)
 
-    def _result(self, kind: FaultKind | None, address: str, qname: dns.name.Name, rdtype: _T, rdclass: int) -> _Result:
-        if kind in ("servfail", "refused", "lame"):
-            return _Result({"servfail": dns.rcode.SERVFAIL, "refused": dns.rcode.REFUSED}.get(kind, dns.rcode.NOERROR))
-        if rdclass != _IN or rdtype in (_T.AXFR, _T.IXFR):
-            return _Result(dns.rcode.REFUSED)
-        indexes = self._indexes()
+    def _answer(
+        self, indexes: Sequence[_ZoneIndex], kind: FaultKind | None, address: str, qname: dns.name.Name, rdtype: _T
+    ) -> _Result:
+        """The answer of the server at address, shaped by the fault kind that matched."""
+        if kind in _FIXED:
+            return _Result(_FIXED[kind])
         if address == self._resolver:
             result = self._recursive(indexes, qname, rdtype)
         else:
@@ -604,6 +618,13 @@ class DnsServer:
             seen.add(name)
         return _Result(dns.rcode.SERVFAIL)
 
+    def _hear(self, indexes: Sequence[_ZoneIndex], address: str, qname: dns.name.Name, rdtype: _T) -> _Result | None:
+        """What the resolver hears from one authoritative address, its faults applied (delays aside); None: silence."""
+        fault, _ = self._fault_for(address, qname, rdtype)
+        if fault is not None and fault.kind in _SILENT:
+            return None
+        return self._answer(indexes, fault.kind if fault else None, address, qname, rdtype)
+
     def _iterate(self, indexes: Sequence[_ZoneIndex], qname: dns.name.Name, rdtype: _T) -> _Result:
         if qname in self._servers:
             address = self._servers[qname]
@@ -617,10 +638,10 @@ class DnsServer:
         hosts = [h for i in containing if len(i.origin) == top for h in i.ns_hosts]
         for _ in range(MAX_REFERRALS):
             addresses = dict.fromkeys(self._servers[h] for h in hosts if h in self._servers)
-            answers = (self._authoritative(indexes, a, qname, rdtype) for a in addresses)
-            result = next((r for r in answers if r.aa or r.referral), None)
+            heard = (self._hear(indexes, a, qname, rdtype) for a in addresses)
+            result = next((r for r in heard if r is not None and (r.aa or r.referral)), None)
             if result is None:
-                break  # every server of the delegation is lame or unknown
+                break  # every server of the delegation is silent, failing, lame or unknown
             if not result.referral:
                 return result
             hosts = [rd.target for rd in result.authority[0]]

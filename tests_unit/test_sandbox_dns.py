@@ -58,8 +58,8 @@ CHILD = Zone(
 )
 
 
-def _dns_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("dns-")]
+def _threads_of(port: int) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("dns-") and t.name.endswith(f":{port}")]
 
 
 @pytest.fixture
@@ -70,8 +70,9 @@ def zones() -> list[Zone]:
 @pytest.fixture
 def server(zones: list[Zone]) -> Iterator[DnsServer]:
     with DnsServer(lambda: tuple(zones), ADDRESSES) as running:
+        port = running.port
         yield running
-    assert not _dns_threads(), "the server left threads behind"
+    assert not _threads_of(port), "the server left threads behind"
 
 
 def ask(
@@ -261,17 +262,30 @@ def test_resolver_follows_the_delegation_like_a_real_one(zones: list[Zone], serv
     assert stale.rcode() == dns.rcode.SERVFAIL
 
 
+def test_resolver_skips_failing_servers_and_fails_when_none_is_left(server: DnsServer) -> None:
+    server.inject(Fault("servfail", server=CHILD_NS[0]))
+    server.inject(Fault("lame", server=CHILD_NS[1]))
+    server.inject(Fault("timeout", name="dev.ardamails.com.", server=CHILD_NS[2]))
+    assert texts(stub(server).resolve("dev.ardamails.com.", "TXT").rrset) == [SPF]  # the fourth server answers
+    server.inject(Fault("down", server=ADDRESSES[CHILD_NS[3]]))
+    assert ask(server, server.resolver, "dev.ardamails.com.", "TXT").rcode() == dns.rcode.SERVFAIL
+    server.clear_faults()
+    server.inject(Fault("nxdomain", name=DKIM_NAME, server=CHILD_NS[0]))
+    with pytest.raises(dns.resolver.NXDOMAIN):  # a real resolver believes the first authoritative answer
+        stub(server).resolve(DKIM_NAME, "TXT")
+
+
 # -- faults --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("kind", "rcode", "aa", "soa"),
     [
-        ("servfail", dns.rcode.SERVFAIL, False, False),
-        ("refused", dns.rcode.REFUSED, False, False),
-        ("nxdomain", dns.rcode.NXDOMAIN, True, True),
-        ("noanswer", dns.rcode.NOERROR, True, True),
-        ("lame", dns.rcode.NOERROR, False, False),
+        pytest.param("servfail", dns.rcode.SERVFAIL, False, False, id="servfail"),
+        pytest.param("refused", dns.rcode.REFUSED, False, False, id="refused"),
+        pytest.param("nxdomain", dns.rcode.NXDOMAIN, True, True, id="nxdomain"),
+        pytest.param("noanswer", dns.rcode.NOERROR, True, True, id="noanswer"),
+        pytest.param("lame", dns.rcode.NOERROR, False, False, id="lame"),
     ],
 )
 def test_answer_shaping_faults(server: DnsServer, kind: str, rcode: dns.rcode.Rcode, aa: bool, soa: bool) -> None:
@@ -405,7 +419,6 @@ def test_fault_and_config_errors_say_what_to_do() -> None:
 
 
 def test_start_and_stop_are_fast_and_leave_nothing_behind() -> None:
-    before = set(threading.enumerate())
     started = time.monotonic()
     server = DnsServer(lambda: (PARENT, CHILD), ADDRESSES)
     server.start()
@@ -414,14 +427,14 @@ def test_start_and_stop_are_fast_and_leave_nothing_behind() -> None:
     held = socket.create_connection((child(server), port))  # an idle TCP connection the server is reading
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
         client.sendto(dns.message.make_query("dev.ardamails.com.", "TXT").to_wire(), (child(server), port))
-        while len(_dns_threads()) < 3 and time.monotonic() - started < 1.0:  # loop, connection, held answer
+        while len(_threads_of(port)) < 3 and time.monotonic() - started < 1.0:  # loop, connection, held answer
             time.sleep(0.01)
-        assert len(_dns_threads()) == 3
+        assert len(_threads_of(port)) == 3
         server.stop()
     server.stop()
     held.close()
     assert time.monotonic() - started < 1.0
-    assert set(threading.enumerate()) == before
+    assert not _threads_of(port)
     for address in ("127.0.0.1", *ADDRESSES.values()):
         for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
             with socket.socket(socket.AF_INET, kind) as sock:
