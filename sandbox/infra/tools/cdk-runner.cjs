@@ -1,0 +1,100 @@
+// Runs the CDK CLI on one instance file, chosen by its path <Infrastructure>/<partition>
+// (src/main/cdk/instances/<Infrastructure>/<partition>.ts). Nothing is compiled to disk, so runs for
+// different partitions into different output directories can go on at the same time.
+//
+//   synth <I>/<P> <out-dir>                          cloud assembly of stack <I>-<P>-Email into <out-dir>
+//   synth-named <I>/<P> [<profile> [<region>]]       the same into ./cdk.out (profile and region are accepted
+//                                                    for the real repo's command line; synth needs no AWS)
+//   diff <I>/<P> <deployed-template.json> [<out-dir>]  synth (into <out-dir>, default a fresh temp dir), then
+//                                                    `cdk diff` against the template file: offline
+const { spawnSync } = require("node:child_process");
+const fs = require("node:fs");
+const os = require("node:os");
+const path = require("node:path");
+
+const ROOT = path.resolve(__dirname, "..");
+const INSTANCES = path.join(ROOT, "src", "main", "cdk", "instances");
+const CDK = require.resolve("aws-cdk/bin/cdk");
+const USAGE = [
+  "usage: npm run synth -- <Infrastructure>/<partition> <out-dir>",
+  "       npm run synth:named -- <Infrastructure>/<partition> [<profile> [<region>]]",
+  "       npm run diff -- <Infrastructure>/<partition> <deployed-template.json> [<out-dir>]",
+].join("\n");
+
+function fail(message, code = 2) {
+  process.stderr.write(`cdk-runner: ${message}\n`);
+  process.exit(code);
+}
+
+function knownInstances() {
+  if (!fs.existsSync(INSTANCES)) return [];
+  return fs
+    .readdirSync(INSTANCES, { withFileTypes: true })
+    .filter((entry) => entry.isDirectory())
+    .flatMap((dir) =>
+      fs
+        .readdirSync(path.join(INSTANCES, dir.name))
+        .filter((file) => file.endsWith(".ts"))
+        .map((file) => `${dir.name}/${file.slice(0, -3)}`),
+    )
+    .sort();
+}
+
+function instanceFile(instance) {
+  if (!/^[A-Za-z0-9_-]+\/[A-Za-z0-9_-]+$/.test(instance ?? "")) {
+    fail(`expected <Infrastructure>/<partition> (like Alpha001/prod), got ${JSON.stringify(instance)}\n${USAGE}`);
+  }
+  const file = path.join(INSTANCES, `${instance}.ts`);
+  if (!fs.existsSync(file)) {
+    const known = knownInstances().join(", ") || "none";
+    fail(`no instance file ${path.relative(ROOT, file)}; known instances: ${known}`);
+  }
+  return file;
+}
+
+/** A path argument, relative to where npm was invoked (npm runs scripts in this directory). */
+function userPath(value) {
+  return path.resolve(process.env.INIT_CWD ?? process.cwd(), value);
+}
+
+function cdk(args) {
+  const env = { ...process.env, CDK_VALIDATION: process.env.CDK_VALIDATION ?? "false" };
+  const result = spawnSync(process.execPath, [CDK, ...args], { cwd: ROOT, stdio: "inherit", env });
+  if (result.error) fail(`cannot run the CDK CLI: ${result.error.message}`, 1);
+  return result.status ?? 1;
+}
+
+function synth(instance, outDir) {
+  // The CLI runs --app through a shell as one string: pass paths relative to ROOT, unquoted.
+  const file = path.relative(ROOT, instanceFile(instance));
+  const app = `${process.execPath} --enable-source-maps -r ./tools/ts-register.cjs ${file}`;
+  return cdk(["synth", "--app", app, "--output", outDir, "--quiet"]);
+}
+
+function main([command, instance, ...rest]) {
+  switch (command) {
+    case "synth":
+      if (rest.length !== 1) fail(`synth takes <Infrastructure>/<partition> <out-dir>\n${USAGE}`);
+      return synth(instance, userPath(rest[0]));
+    case "synth-named":
+      if (rest.length > 2) fail(`synth:named takes <Infrastructure>/<partition> [<profile> [<region>]]\n${USAGE}`);
+      return synth(instance, path.join(ROOT, "cdk.out"));
+    case "diff": {
+      if (rest.length < 1 || rest.length > 2) fail(`diff takes <I>/<P> <deployed-template.json> [<out-dir>]\n${USAGE}`);
+      const template = userPath(rest[0]);
+      if (!fs.existsSync(template)) fail(`deployed template ${template} not found`);
+      const outDir = rest[1] ? userPath(rest[1]) : fs.mkdtempSync(path.join(os.tmpdir(), "cdk-diff-"));
+      try {
+        const status = synth(instance, outDir);
+        const stack = `${instance.replace("/", "-")}-Email`;
+        return status === 0 ? cdk(["diff", "--app", outDir, "--template", template, stack]) : status;
+      } finally {
+        if (!rest[1]) fs.rmSync(outDir, { recursive: true, force: true });
+      }
+    }
+    default:
+      fail(`unknown command ${JSON.stringify(command)}\n${USAGE}`);
+  }
+}
+
+process.exit(main(process.argv.slice(2)));
