@@ -156,14 +156,20 @@ class RateLimiter:
         """The process-wide limiter every client uses unless given its own."""
         return _SHARED
 
-    async def acquire(self) -> None:
-        """Wait for this caller's slot."""
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + self._interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+    async def acquire(self) -> float:
+        """Wait until at least 1/rate s have passed since the previous release; return this release's time.
+
+        The release time is taken under the lock when the caller is let through, so releases (not just
+        reservations) are spaced, whatever the scheduling delays of the waiters.
+        """
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                if now >= self._next:
+                    self._next = now + self._interval
+                    return now
+                delay = self._next - now
+            await asyncio.sleep(delay)
 
     def __repr__(self) -> str:
         return f"RateLimiter({self.rate:g}/s)"

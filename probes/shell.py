@@ -115,9 +115,9 @@ def run(
             raise CommandError(f"cannot start /bin/bash for `{_short(redact(command))}`: {exc.strerror}") from None
         assert proc.stdout is not None
         pump = _Pump(proc.stdout, log, tail, on_line)
-        pump.start()
         timed_out = interrupted = False
         try:
+            pump.start()
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -182,7 +182,9 @@ class _Pump(threading.Thread):
             self._detached = True
 
     def wait(self, timeout: float | None) -> bool:
-        """Wait until the output is closed; True when it is."""
+        """Wait until the output is closed; True when it is (or when reading never started)."""
+        if self.ident is None:
+            return True
         self.join(timeout)
         return not self.is_alive()
 
