@@ -335,7 +335,8 @@ class PostmarkClient:
         total = page.get("TotalCount") if isinstance(page, dict) else None
         listed = page.get("Domains") if isinstance(page, dict) else None
         if not isinstance(total, int) or not isinstance(listed, list) or not all(isinstance(d, dict) for d in listed):
-            raise self._shape_error("GET", f"{path}?offset={offset}", "expected {TotalCount: int, Domains: [...]}")
+            shown = f"{path}?{urlencode({'count': PAGE_SIZE, 'offset': offset})}"
+            raise self._shape_error("GET", shown, "expected {TotalCount: int, Domains: [...]}")
         return total, listed
 
     def _domain(self, method: str, path: str, data: Any) -> Domain:
