@@ -1,3 +1,11 @@
 """Registers mailgate's plugins; nothing else."""
 
-pytest_plugins = ["plugins.partitions", "pytester"]
+pytest_plugins = [
+    "plugins.partitions",
+    "plugins.sandbox",
+    "plugins.report",
+    "plugins.preflight",
+    "plugins.observations",
+    "plugins.deploy",
+    "pytester",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ class Selection:
 
 
 SELECTION = pytest.StashKey[Selection]()
+SHARED_GROUP = "mailgate-shared"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,6 +47,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--infra-repo", metavar="PATH", help="infrastructure repo (default: infra.repo of the partitions file)"
     )
     group.addoption("--signoff-log", metavar="PATH", help="execution log whose cascade table to update")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """Undo pytest's misreading of `--partitions-file PATH` (separate form) as a test path.
+
+    pytest chooses rootdir and ini file before plugins add their options, so the value of a path
+    option in the separate form counts as a test path and can move the rootdir (losing the project's
+    configuration). Now that our options are known, choose again from the real test paths and, if
+    that differs, apply it with the ini's addopts, as pytest would have done.
+    """
+    from _pytest.config.findpaths import determine_setup
+
+    ns = early_config.known_args_namespace
+    rootpath, inipath, inicfg, ignored = determine_setup(
+        inifile=ns.inifilename,
+        override_ini=ns.override_ini,
+        args=ns.file_or_dir,
+        rootdir_cmd_arg=ns.rootdir or None,
+        invocation_dir=early_config.invocation_params.dir,
+    )
+    if (rootpath, inipath) == (early_config.rootpath, early_config.inipath):
+        return
+    early_config._rootpath, early_config._inipath = rootpath, inipath  # type: ignore[attr-defined]
+    early_config._inicfg, early_config._ignored_config_files = inicfg, ignored  # type: ignore[attr-defined]
+    early_config._inicache.clear()  # type: ignore[attr-defined]
+    parser.extra_info.update(rootdir=str(rootpath), inifile=str(inipath))
+    addopts = early_config._validate_args(early_config.getini("addopts"), "via addopts config")  # type: ignore[attr-defined]
+    args[:] = addopts + args
+    early_config.known_args_namespace = parser.parse_known_args(args, namespace=copy.copy(early_config.option))
+    early_config.known_args_namespace.confcutdir = str(inipath.parent if inipath else rootpath)
 
 
 def partitions_file(config: pytest.Config) -> Path:
@@ -105,11 +138,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         target = _item_target(item)
-        if target is None:
-            if "partition" in getattr(item, "fixturenames", ()):
-                selection(config)  # raises the usage error: partition tests but no partitions file
-            continue
-        item.add_marker(pytest.mark.xdist_group(target.partition))
+        if target is not None:
+            item.add_marker(pytest.mark.xdist_group(target.partition))
+        elif "partition" in getattr(item, "fixturenames", ()):
+            selection(config)  # raises the usage error: partition tests but no partitions file
+        elif item.get_closest_marker("preflight"):
+            # one worker runs every partition-independent check first, so no deploy waits on itself
+            item.add_marker(pytest.mark.xdist_group(SHARED_GROUP))
 
 
 def _item_target(item: pytest.Item) -> Target | None:

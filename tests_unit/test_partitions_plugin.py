@@ -61,29 +61,24 @@ def test_comma_list_and_default_all(project: pytest.Pytester) -> None:
 
 
 @pytest.mark.parametrize("form", ["separate", "equals"])
-def test_path_options_in_both_forms(project: pytest.Pytester, form: str) -> None:
-    (project.path / "sub").mkdir()
-    args = {
-        "separate": ["--infra-repo", "../elsewhere", "--signoff-log", "log.md"],
-        "equals": ["--infra-repo=../elsewhere", "--signoff-log=log.md"],
-    }[form]
-    # run from a subdirectory so a relative path that pytest mistook for a test path would not exist
-    result = project.runpytest_subprocess(
-        "-s",
-        "-q",
-        "-k",
-        "where",
-        "--rootdir",
-        str(project.path),
-        *args,
-        "--partitions-file",
-        str(project.path / "partitions.yaml"),
-        str(project.path / "test_checks.py"),
-    )
+def test_path_options_in_both_forms(
+    project: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory, form: str
+) -> None:
+    """Existing paths outside the project, run from its root: pytest must not take them for test paths."""
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "infrastructure").mkdir()
+    (outside / "partitions.yaml").write_text((project.path / "partitions.yaml").read_text())
+    (outside / "log.md").write_text("# log\n")
+    values = {
+        "--partitions-file": str(outside / "partitions.yaml"),
+        "--infra-repo": str(outside / "infrastructure"),
+        "--signoff-log": str(outside / "log.md"),
+    }
+    args = [part for k, v in values.items() for part in ([k, v] if form == "separate" else [f"{k}={v}"])]
+    result = project.runpytest_subprocess("-s", "-q", "-k", "where", *args)
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
-    result.stdout.fnmatch_lines(
-        [f"REPO={(project.path / '..' / 'elsewhere').resolve()}", f"LOG={project.path / 'log.md'}"]
-    )
+    result.stdout.fnmatch_lines([f"REPO={outside / 'infrastructure'}", f"LOG={outside / 'log.md'}", "*1 passed*"])
+    assert "PytestUnknownMarkWarning" not in result.stdout.str()
 
 
 def test_unknown_partition_is_a_usage_error(project: pytest.Pytester) -> None:

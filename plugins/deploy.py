@@ -1,0 +1,276 @@
+"""The gated deploy: a session step per partition that runs only when it is safe, and says truthfully how it went.
+
+Without `--deploy` nothing here changes anything. With it, a partition is deployed once per run, just
+before its first postmerge check, and only when every preflight check of that partition and every
+partition-independent preflight check passed in this same run, and (production) the operator
+confirmed it by name. Postmerge checks of a partition that was not deployed error with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytest
+
+from plugins.observations import observer
+from plugins.partitions import item_partition, selection
+from plugins.report import reports_dir
+from probes import aws, shell
+from probes.cdk import CdkError, read_context_entry
+from probes.config import Target
+from probes.secrets import CredentialError
+
+GATE_WAIT = 3600.0  # seconds to wait for partition-independent checks running on another xdist worker
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    partition: str
+    ran: bool
+    ok: bool
+    refused: str | None
+    exit_code: int | None
+    duration: float
+    log: str | None
+    confirmed_by: str | None
+    interrupted: bool = False
+    failure: str | None = None
+
+    def reason(self) -> str:
+        if self.refused:
+            return f"not deployed: {self.refused}"
+        if self.interrupted:
+            return "not deployed: the deploy was interrupted"
+        return f"deploy failed: {self.failure}"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mailgate")
+    group.addoption("--deploy", action="store_true", help="deploy each partition whose preflight passed in this run")
+    group.addoption(
+        "--confirm-production",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="confirm the deploy of production partition NAME (repeatable)",
+    )
+    group.addoption("--deploy-timeout", metavar="SECONDS", type=float, default=1800.0, help="kill a deploy after this")
+
+
+class Gate:
+    """Preflight outcomes of this run, across xdist workers, and the deploys done by this process."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.required: dict[str, list[str]] = {}  # partition -> preflight node ids (before deselection)
+        self.shared: list[str] = []  # partition-independent preflight node ids
+        self.collected: set[str] = set()
+        self.outcomes: dict[str, str] = {}
+        self._state: dict[str, str] = {}
+        self.deploys: dict[str, DeployOutcome] = {}
+        self.lock = threading.Lock()
+        self.outcomes_file = Path(config.option.mailgate_run_dir, "outcomes.jsonl") if _run_dir(config) else None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """A check's outcome is known at its teardown: failed if any phase failed, skipped, or passed."""
+        nodeid = report.nodeid
+        if report.failed:
+            self._state[nodeid] = "failed"
+        elif report.skipped and self._state.get(nodeid) != "failed":
+            self._state[nodeid] = "skipped"
+        elif report.when == "call":
+            self._state.setdefault(nodeid, "passed")
+        if report.when != "teardown":
+            return
+        self.outcomes[nodeid] = self._state.pop(nodeid, "did not run")
+        if nodeid in self.shared and self.outcomes_file is not None:
+            with self.outcomes_file.open("a") as out:
+                out.write(json.dumps({"nodeid": nodeid, "outcome": self.outcomes[nodeid]}) + "\n")
+
+    def blockers(self, target: Target) -> list[str]:
+        """Why the partition may not be deployed yet: checks failed, skipped or missing (empty: go)."""
+        wanted = self.shared + self.required.get(target.partition, [])
+        missing = [n for n in wanted if n not in self.collected]
+        if missing:
+            return [f"preflight check {_name(n)} did not run in this run (deselected?)" for n in missing]
+        outcomes = self._wait_for(wanted)
+        return [
+            f"preflight check {_name(n)} {outcomes.get(n, 'did not finish')}"
+            for n in wanted
+            if outcomes.get(n) != "passed"
+        ]
+
+    def _wait_for(self, wanted: list[str]) -> dict[str, str]:
+        deadline = time.monotonic() + GATE_WAIT
+        while True:
+            known = dict(self.outcomes)
+            if self.outcomes_file is not None and self.outcomes_file.exists():
+                for line in self.outcomes_file.read_text().splitlines():
+                    entry = json.loads(line)
+                    known.setdefault(entry["nodeid"], entry["outcome"])
+            if all(n in known for n in wanted) or time.monotonic() > deadline:
+                return known
+            time.sleep(0.5)
+
+
+GATE = pytest.StashKey[Gate]()
+
+
+def _run_dir(config: pytest.Config) -> str | None:
+    return getattr(config.option, "mailgate_run_dir", None)
+
+
+def _name(nodeid: str) -> str:
+    return nodeid.rsplit("::", 1)[-1]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("deploy") and not hasattr(config, "workerinput"):
+        run_dir = reports_dir(config) / ".run" / f"{os.getpid()}-{int(time.time() * 1000)}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.option.mailgate_run_dir = str(run_dir)
+    gate = Gate(config)
+    config.stash[GATE] = gate
+    config.pluginmanager.register(gate, "mailgate-deploy-gate")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Note every preflight check before -m/-k deselect any: a deselected one still blocks the deploy."""
+    gate = config.stash[GATE]
+    for item in items:
+        if not item.get_closest_marker("preflight"):
+            continue
+        partition = item_partition(item)
+        if partition is None:
+            gate.shared.append(item.nodeid)
+        else:
+            gate.required.setdefault(partition, []).append(item.nodeid)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    session.config.stash[GATE].collected = {item.nodeid for item in session.items}
+
+
+@pytest.fixture
+def deployed(partition: Target, request: pytest.FixtureRequest) -> DeployOutcome | None:
+    """This run's deploy of the partition (None without --deploy); errors the check when it was not deployed."""
+    config = request.config
+    if not config.getoption("deploy"):
+        return None
+    gate = config.stash[GATE]
+    with gate.lock:
+        outcome = gate.deploys.get(partition.partition)
+        if outcome is None:
+            outcome = _deploy(config, gate, partition)
+            gate.deploys[partition.partition] = outcome
+            request.node.user_properties.append(("mailgate_deploy", json.dumps(asdict(outcome))))
+    if outcome.interrupted:
+        raise KeyboardInterrupt(outcome.reason())
+    if not outcome.ok:
+        pytest.fail(outcome.reason(), pytrace=False)
+    return outcome
+
+
+def _deploy(config: pytest.Config, gate: Gate, target: Target) -> DeployOutcome:
+    def refused(reason: str) -> DeployOutcome:
+        return DeployOutcome(target.partition, False, False, reason, None, 0.0, None, None)
+
+    blockers = gate.blockers(target)
+    if blockers:
+        return refused("; ".join(blockers))
+    confirmed_by = None
+    if target.production:
+        confirmed_by = _confirm(config, target)
+        if confirmed_by is None:
+            return refused(
+                f"{target.partition} is a production partition: confirm with --confirm-production {target.partition}"
+            )
+    chosen = selection(config)
+    try:
+        observer(config).credentials.get(target.credential)  # the seeds' `op read` pre-warm
+    except CredentialError as exc:
+        return DeployOutcome(target.partition, False, False, None, None, 0.0, None, confirmed_by, failure=str(exc))
+    command = chosen.config.file.deploy.command.format(**target.command_vars())
+    log = reports_dir(config) / "logs" / f"deploy-{target.infrastructure}-{target.partition}.log"
+    _say(config, f"[{target.partition}] deploying: {command}")
+    try:
+        result = shell.run(
+            command,
+            cwd=chosen.infra_repo,
+            log_path=log,
+            timeout=config.getoption("deploy_timeout"),
+            on_line=lambda line: _say(config, f"[{target.partition}] {line}"),
+        )
+    except shell.CommandInterrupted as stop:
+        result = stop.result
+    except shell.CommandError as exc:
+        return DeployOutcome(target.partition, False, False, None, None, 0.0, str(log), confirmed_by, failure=str(exc))
+    outcome = DeployOutcome(
+        target.partition,
+        True,
+        result.ok,
+        None,
+        result.exit_code,
+        result.duration,
+        str(log),
+        confirmed_by,
+        interrupted=result.interrupted,
+        failure=None if result.ok else result.describe(),
+    )
+    _say(config, f"[{target.partition}] {result.describe()}")
+    if outcome.ok:
+        missing = _landed(chosen.infra_repo, target)
+        if missing:
+            return DeployOutcome(**{**asdict(outcome), "ok": False, "failure": f"{result.describe()}, but {missing}"})
+    return outcome
+
+
+def _landed(infra_repo: Path, target: Target) -> str | None:
+    """What a successful deploy should have left and did not: the context entry, a healthy stack."""
+    try:
+        entry = read_context_entry(infra_repo / "cdk.context.json", target.context_key)
+    except CdkError as exc:
+        return str(exc)
+    if entry is None:
+        return f"cdk.context.json has no {target.context_key} entry"
+    stack = aws.stack(target.profile, target.region, target.stack_name)
+    if stack.problem is not None:
+        return stack.problem.message
+    if stack.status not in aws.HEALTHY_STACK:
+        return f"stack {target.stack_name} is {stack.status}"
+    return None
+
+
+def _confirm(config: pytest.Config, target: Target) -> str | None:
+    """`--confirm-production NAME`, or the partition's name typed at a prompt on a real terminal."""
+    if target.partition in config.getoption("confirm_production"):
+        return "--confirm-production"
+    interactive = sys.stdin is not None and sys.stdin.isatty() and not os.environ.get("CI")
+    if not interactive or hasattr(config, "workerinput"):
+        return None
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        typed = input(f"\nDeploy production partition {target.partition}? Type its name to confirm: ").strip()
+    return "prompt" if typed == target.partition else None
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    """Stream to the operator's terminal (a worker's output goes to its stderr), never into captured output."""
+    if hasattr(config, "workerinput"):
+        print(line, file=sys.__stderr__, flush=True)
+        return
+    writer = config.pluginmanager.getplugin("terminalreporter")
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if writer is None or capture is None:
+        print(line, file=sys.__stderr__, flush=True)
+        return
+    with capture.global_and_fixture_disabled():
+        writer.write_line(line)

@@ -1,0 +1,130 @@
+"""Postmerge observations: gathered once per partition, all ready partitions together, shared by the checks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from plugins.partitions import Selection, item_partition, selection
+from probes import dns
+from probes.config import Target
+from probes.observe import Credentials, PartitionObservation, Settings, observe_all
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mailgate")
+    group.addoption(
+        "--dns-wait", metavar="SECONDS", type=float, default=0.0, help="retry DNS checks until this deadline"
+    )
+    group.addoption(
+        "--postmark-wait", metavar="SECONDS", type=float, default=60.0, help="poll Postmark verification this long"
+    )
+    group.addoption(
+        "--no-postmark-verify",
+        action="store_true",
+        help="only read Postmark; never trigger verifyDkim/verifyReturnPath",
+    )
+    group.addoption(
+        "--strict-resolvers", action="store_true", help="fail DNS checks when the public resolvers disagree"
+    )
+    group.addoption(
+        "--postmark-rate", metavar="PER_SECOND", type=float, default=10.0, help="most Postmark requests per second"
+    )
+
+
+class Observer:
+    """This process's observations: the first request gathers every partition that is ready to be seen."""
+
+    def __init__(self, config: pytest.Config, chosen: Selection) -> None:
+        file = chosen.config.file
+        self.settings = Settings(
+            infra_repo=chosen.infra_repo,
+            parent_domain=file.domain,
+            resolvers=chosen.resolvers,
+            nameserver_port=file.dns.nameserver_port,
+            dns_timeout=file.dns.timeout,
+            postmark_url=chosen.postmark_api_url,
+            postmark_wait=config.getoption("postmark_wait"),
+            postmark_verify=not config.getoption("no_postmark_verify"),
+            postmark_rate=config.getoption("postmark_rate"),
+        )
+        self.dns_wait: float = config.getoption("dns_wait")
+        self.strict_resolvers: bool = config.getoption("strict_resolvers")
+        self.dmarc_mailbox = file.dmarc.report_mailbox
+        self.dmarc_policies = tuple(file.dmarc.allowed_policies)
+        self.credentials = Credentials()
+        self._config = config
+        self._chosen = chosen
+        self._seen: dict[str, PartitionObservation] = {}
+        self._lock = threading.Lock()
+
+    def get(self, target: Target, batch: bool) -> PartitionObservation:
+        """The partition's observation; with `batch`, gather every partition of this run not seen yet."""
+        with self._lock:
+            if target.partition not in self._seen:
+                wanted = self._pending(target) if batch else [target]
+                self._seen.update(observe_all(wanted, self.settings, self.credentials))
+            return self._seen[target.partition]
+
+    def _pending(self, target: Target) -> list[Target]:
+        session_items = getattr(self._config, "_mailgate_items", ())
+        names = {item_partition(item) for item in session_items if item.get_closest_marker("postmerge")}
+        return [
+            t for t in self._chosen.targets if t == target or (t.partition in names and t.partition not in self._seen)
+        ]
+
+    def settle_dns(
+        self, observation: PartitionObservation, judge: Callable[[dns.ZoneObservation], list[str]]
+    ) -> tuple[dns.ZoneObservation | None, list[str], int]:
+        """Judge the partition's DNS; with --dns-wait, look again until it passes or the deadline comes."""
+        zone = observation.dns
+        if zone is None:
+            return None, [observation.dns_problem or "DNS was not observed"], 1
+        problems = judge(zone)
+        deadline = time.monotonic() + self.dns_wait
+        looks = 1
+        while problems and time.monotonic() < deadline:
+            time.sleep(min(1.0 * looks, max(0.0, deadline - time.monotonic())))
+            zone = asyncio.run(
+                dns.observe_zone(
+                    observation.target.zone,
+                    self.settings.parent_domain,
+                    [(a.qname, a.rtype) for a in zone.answers],
+                    resolvers=self.settings.resolvers,
+                    port=self.settings.nameserver_port,
+                    timeout=self.settings.dns_timeout,
+                )
+            )
+            problems = judge(zone)
+            looks += 1
+        return zone, problems, looks
+
+
+OBSERVER = pytest.StashKey[Observer]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    config._mailgate_items = tuple(items)  # type: ignore[attr-defined]
+
+
+def observer(config: pytest.Config) -> Observer:
+    if OBSERVER not in config.stash:
+        config.stash[OBSERVER] = Observer(config, selection(config))
+    return config.stash[OBSERVER]
+
+
+@pytest.fixture
+def observed(partition: Target, deployed: object, request: pytest.FixtureRequest) -> PartitionObservation:
+    """The partition as the world shows it now (after this run's deploy, when there was one)."""
+    batch = not request.config.getoption("deploy", False) and not hasattr(request.config, "workerinput")
+    return observer(request.config).get(partition, batch)
+
+
+@pytest.fixture
+def mailgate_observer(request: pytest.FixtureRequest) -> Observer:
+    return observer(request.config)

@@ -1,0 +1,178 @@
+"""AWS observations per profile: identity, the partition stack and its exports, a hosted zone's delegation set.
+
+Everything goes through boto3's own resolution (AWS_CONFIG_FILE, a profile's endpoint_url, role_arn,
+SSO) with the profile named explicitly: a derived profile name is never guessed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import botocore.exceptions as bx
+from botocore.config import Config as BotoConfig
+
+HEALTHY_STACK = ("CREATE_COMPLETE", "UPDATE_COMPLETE")
+_CLIENTS: dict[tuple[str, str, str], Any] = {}
+_LOCK = threading.Lock()
+_BOTO = BotoConfig(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=20)
+
+
+@dataclass(frozen=True)
+class AwsProblem:
+    """Why AWS could not be observed: a kind tests can match, and one line for the operator."""
+
+    kind: str  # profile-missing, login, access-denied, throttled, unreachable, not-found, error
+    message: str
+
+
+@dataclass(frozen=True)
+class Identity:
+    profile: str
+    account: str | None
+    arn: str | None
+    problem: AwsProblem | None
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class Output:
+    key: str
+    value: str
+    export_name: str | None
+
+
+@dataclass(frozen=True)
+class Stack:
+    """describe-stacks of one stack (never list-exports, which paginates), plus its last failure."""
+
+    profile: str
+    region: str
+    name: str
+    status: str | None
+    status_reason: str | None
+    outputs: tuple[Output, ...]
+    last_failure: str | None
+    problem: AwsProblem | None
+    elapsed: float
+
+    def exports(self) -> dict[str, str]:
+        return {o.export_name: o.value for o in self.outputs if o.export_name}
+
+
+@dataclass(frozen=True)
+class HostedZone:
+    profile: str
+    zone_id: str
+    name: str | None
+    name_servers: tuple[str, ...]
+    problem: AwsProblem | None
+
+
+def available_profiles() -> list[str]:
+    return sorted(boto3.Session().available_profiles)
+
+
+def client(profile: str, service: str, region: str) -> Any:
+    """One cached client per profile, service and region (clients are thread-safe, sessions are not)."""
+    key = (profile, service, region)
+    with _LOCK:
+        if key not in _CLIENTS:
+            _CLIENTS[key] = boto3.Session(profile_name=profile, region_name=region).client(service, config=_BOTO)
+        return _CLIENTS[key]
+
+
+def forget_clients() -> None:
+    """Drop cached clients (a new world, a changed config file)."""
+    with _LOCK:
+        _CLIENTS.clear()
+
+
+def identity(profile: str, region: str) -> Identity:
+    started = time.monotonic()
+    try:
+        answer = client(profile, "sts", region).get_caller_identity()
+    except Exception as exc:
+        return Identity(profile, None, None, classify(exc, profile), time.monotonic() - started)
+    return Identity(profile, answer["Account"], answer["Arn"], None, time.monotonic() - started)
+
+
+def stack(profile: str, region: str, name: str) -> Stack:
+    started = time.monotonic()
+    try:
+        cfn = client(profile, "cloudformation", region)
+        found = cfn.describe_stacks(StackName=name)["Stacks"][0]
+        status = found["StackStatus"]
+        failure = None if status in HEALTHY_STACK else _last_failure(cfn, name)
+    except Exception as exc:
+        problem = classify(exc, profile, missing=f"stack {name} does not exist in {region} for profile {profile}")
+        return Stack(profile, region, name, None, None, (), None, problem, time.monotonic() - started)
+    outputs = tuple(
+        Output(o["OutputKey"], o.get("OutputValue", ""), o.get("ExportName")) for o in found.get("Outputs", [])
+    )
+    return Stack(
+        profile,
+        region,
+        name,
+        status,
+        found.get("StackStatusReason"),
+        outputs,
+        failure,
+        None,
+        time.monotonic() - started,
+    )
+
+
+def _last_failure(cfn: Any, name: str) -> str | None:
+    events = cfn.describe_stack_events(StackName=name).get("StackEvents", [])
+    for event in events:
+        if event.get("ResourceStatus", "").endswith("_FAILED"):
+            reason = event.get("ResourceStatusReason", "no reason given")
+            return f"{event.get('LogicalResourceId')} {event['ResourceStatus']}: {reason}"
+    return None
+
+
+def hosted_zone(profile: str, region: str, zone_id: str) -> HostedZone:
+    try:
+        found = client(profile, "route53", region).get_hosted_zone(Id=zone_id)
+    except Exception as exc:
+        problem = classify(exc, profile, missing=f"hosted zone {zone_id} does not exist for profile {profile}")
+        return HostedZone(profile, zone_id, None, (), problem)
+    servers = tuple(found.get("DelegationSet", {}).get("NameServers", []))
+    return HostedZone(profile, zone_id, found["HostedZone"]["Name"], servers, None)
+
+
+def classify(exc: BaseException, profile: str, *, missing: str = "") -> AwsProblem:
+    """Turn a boto3/botocore failure into one line that says what to do next."""
+    login = f"run `aws sso login --profile {profile}` (or refresh the profile's credentials) and retry"
+    if isinstance(exc, bx.ProfileNotFound):
+        profiles = ", ".join(available_profiles()) or "none"
+        return AwsProblem(
+            "profile-missing",
+            f"AWS profile {profile} is not in the AWS config; profiles that exist: {profiles}. "
+            "Name the right one in partitions.yaml (profile names are irregular: never derive them)",
+        )
+    if isinstance(exc, (bx.SSOTokenLoadError, bx.UnauthorizedSSOTokenError, bx.TokenRetrievalError)):
+        return AwsProblem("login", f"the SSO login of profile {profile} is missing or expired: {login}")
+    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
+        return AwsProblem("login", f"profile {profile} has no usable credentials: {login}")
+    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError)):
+        return AwsProblem("unreachable", f"AWS endpoint unreachable for profile {profile}: {exc}; check the network")
+    if isinstance(exc, bx.ClientError):
+        error = exc.response.get("Error", {})
+        code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+        if code in ("ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException"):
+            return AwsProblem("login", f"profile {profile}: {code}: {message}; {login}")
+        if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+            return AwsProblem(
+                "access-denied", f"profile {profile} is not allowed: {message}; use the infrastructure's admin profile"
+            )
+        if code in ("Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded"):
+            return AwsProblem("throttled", f"AWS throttled profile {profile} after retries ({message}); retry later")
+        if missing and (code in ("NoSuchHostedZone",) or "does not exist" in message):
+            return AwsProblem("not-found", missing)
+        return AwsProblem("error", f"profile {profile}: {code}: {message}")
+    return AwsProblem("error", f"profile {profile}: {type(exc).__name__}: {exc}")

@@ -1,0 +1,189 @@
+"""Gather everything postmerge judges, for many partitions at once, in one event loop.
+
+Per partition three chains start together: AWS (stack → hosted zone), DNS (parent → delegation →
+every authoritative server, and the resolvers), Postmark (credential → find → verify and poll). All
+partitions' chains overlap, so a run costs about the longest chain, not one request per assertion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from probes import aws, cdk, dns, postmark
+from probes.config import Target
+from probes.secrets import CredentialError, Secret, resolve
+
+AWS_THREADS = 64
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to observe: where to ask and how long to wait."""
+
+    infra_repo: Path
+    parent_domain: str
+    resolvers: tuple[str, ...]
+    nameserver_port: int
+    dns_timeout: float
+    postmark_url: str
+    postmark_wait: float
+    postmark_verify: bool
+    postmark_rate: float
+
+
+@dataclass(frozen=True)
+class PartitionObservation:
+    """One partition as the world shows it now: the raw evidence every postmerge check judges."""
+
+    target: Target
+    context: cdk.ContextEntry | None
+    context_problem: str | None
+    stack: aws.Stack
+    zone: aws.HostedZone | None
+    dns: dns.ZoneObservation | None
+    dns_problem: str | None
+    postmark: postmark.PostmarkObservation | None
+    postmark_problem: str | None
+    started: float
+    finished: float
+
+
+class Credentials:
+    """Each credential reference resolved once per process (the seeds' `op read` pre-warm), thread-safe."""
+
+    def __init__(self, resolver: Callable[[str], Secret] = resolve) -> None:
+        self._resolve = resolver
+        self._found: dict[str, Secret | CredentialError] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, reference: str) -> Secret:
+        with self._lock:
+            lock = self._locks.setdefault(reference, threading.Lock())
+        with lock:
+            if reference not in self._found:
+                try:
+                    self._found[reference] = self._resolve(reference)
+                except CredentialError as exc:
+                    self._found[reference] = exc
+        found = self._found[reference]
+        if isinstance(found, CredentialError):
+            raise found
+        return found
+
+
+def observe_all(
+    targets: Sequence[Target], settings: Settings, credentials: Credentials
+) -> dict[str, PartitionObservation]:
+    """Observe every target concurrently; returns partition name -> observation, in target order."""
+    return asyncio.run(_observe_all(targets, settings, credentials))
+
+
+async def _observe_all(
+    targets: Sequence[Target], settings: Settings, credentials: Credentials
+) -> dict[str, PartitionObservation]:
+    limiter = postmark.RateLimiter(settings.postmark_rate)
+    with ThreadPoolExecutor(max_workers=min(AWS_THREADS, 4 * len(targets) + 4), thread_name_prefix="observe") as pool:
+        found = await asyncio.gather(*(_observe(t, settings, credentials, pool, limiter) for t in targets))
+    return {o.target.partition: o for o in found}
+
+
+async def _observe(
+    target: Target,
+    settings: Settings,
+    credentials: Credentials,
+    pool: ThreadPoolExecutor,
+    limiter: postmark.RateLimiter,
+) -> PartitionObservation:
+    started = time.time()
+    loop = asyncio.get_running_loop()
+    context, context_problem = _context(settings.infra_repo, target)
+    stack_and_zone = loop.run_in_executor(pool, _stack_and_zone, target)
+    dns_task = asyncio.ensure_future(_dns(target, settings, context))
+    postmark_task = asyncio.ensure_future(_postmark(target, settings, credentials, pool, limiter))
+    stack, zone = await stack_and_zone
+    zone_observation, dns_problem = await dns_task
+    postmark_observation, postmark_problem = await postmark_task
+    return PartitionObservation(
+        target=target,
+        context=context,
+        context_problem=context_problem,
+        stack=stack,
+        zone=zone,
+        dns=zone_observation,
+        dns_problem=dns_problem,
+        postmark=postmark_observation,
+        postmark_problem=postmark_problem,
+        started=started,
+        finished=time.time(),
+    )
+
+
+def _context(infra_repo: Path, target: Target) -> tuple[cdk.ContextEntry | None, str | None]:
+    path = infra_repo / "cdk.context.json"
+    try:
+        entry = cdk.read_context_entry(path, target.context_key)
+    except cdk.CdkError as exc:
+        return None, str(exc)
+    if entry is None:
+        return None, f"{path} has no entry {target.context_key}: the deploy's pre-deploy step writes it; was it run?"
+    return entry, None
+
+
+def _stack_and_zone(target: Target) -> tuple[aws.Stack, aws.HostedZone | None]:
+    stack = aws.stack(target.profile, target.region, target.stack_name)
+    zone_id = stack.exports().get(target.export_name("PartitionMailZoneId"))
+    if not zone_id:
+        return stack, None
+    return stack, aws.hosted_zone(target.profile, target.region, zone_id)
+
+
+async def _dns(
+    target: Target, settings: Settings, context: cdk.ContextEntry | None
+) -> tuple[dns.ZoneObservation | None, str | None]:
+    queries = [(target.zone, "TXT"), (target.dmarc_host, "TXT"), (target.return_path_host, "CNAME")]
+    if context is not None:
+        queries.append((target.dkim_host(context.selector), "TXT"))
+    try:
+        observed = await dns.observe_zone(
+            target.zone,
+            settings.parent_domain,
+            queries,
+            resolvers=settings.resolvers,
+            port=settings.nameserver_port,
+            timeout=settings.dns_timeout,
+        )
+    except ValueError as exc:
+        return None, f"DNS settings: {exc}"
+    return observed, None
+
+
+async def _postmark(
+    target: Target,
+    settings: Settings,
+    credentials: Credentials,
+    pool: ThreadPoolExecutor,
+    limiter: postmark.RateLimiter,
+) -> tuple[postmark.PostmarkObservation | None, str | None]:
+    loop = asyncio.get_running_loop()
+    try:
+        token = await loop.run_in_executor(pool, credentials.get, target.credential)
+    except CredentialError as exc:
+        return None, f"the Postmark token of {target.postmark_account} could not be read: {exc}"
+    async with postmark.PostmarkClient(
+        settings.postmark_url, token, account=target.postmark_account, limiter=limiter
+    ) as client:
+        observed = await postmark.observe_domain(
+            client,
+            target.postmark_account,
+            target.zone,
+            wait=settings.postmark_wait,
+            verify=settings.postmark_verify,
+        )
+    return observed, None

@@ -1,0 +1,312 @@
+"""The sandbox world: AWS (moto), DNS and Postmark on loopback, wired to one generated partitions file.
+
+Everything a client needs (probes, the sandbox deploy, the fake `op`) reaches the world only through
+the ordinary contract: an AWS config file with profiles, a resolver address, a Postmark URL, and `op`
+on PATH. `world.json` in the state directory records the same for other processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from probes.config import Config, load
+from sandbox.aws_server import AwsServer
+from sandbox.dns_server import DnsServer, RecordSet, Zone
+from sandbox.postmark_fake import PostmarkFake
+
+ROOT = Path(__file__).resolve().parents[1]
+INFRA_SOURCE = ROOT / "sandbox" / "infra"
+ROOT_ACCOUNT = "210987654321"
+ROOT_PROFILE = "mailgate-sandbox-root"
+BASE_PROFILE = "mailgate-sandbox-base"
+ROLE_NAME = "mailgate-sandbox-admin"
+CHILD_NAMESERVERS = (
+    "ns-2048.awsdns-64.com.",
+    "ns-2049.awsdns-65.net.",
+    "ns-2050.awsdns-66.org.",
+    "ns-2051.awsdns-67.co.uk.",
+)
+PARENT_NAMESERVERS = ("ns-301.awsdns-37.com.", "ns-1602.awsdns-08.co.uk.")
+UNSET_ENV = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+INFRA_IGNORED = ("node_modules", "dist", "cdk.out", ".git")
+
+
+@dataclass(frozen=True)
+class WorldInfo:
+    """What another process needs to use a running world (written to `world.json`)."""
+
+    state_dir: str
+    aws_url: str
+    dns_port: int
+    resolver: str
+    postmark_url: str
+    partitions_file: str
+    infra_repo: str
+    parent_zone_id: str
+    pid: int
+
+    @classmethod
+    def read(cls, state_dir: Path) -> WorldInfo:
+        return cls(**json.loads((state_dir / "world.json").read_text()))
+
+    def env(self) -> dict[str, str]:
+        """Environment that points boto3, Postmark, `op` and the sandbox tools at this world."""
+        state = Path(self.state_dir)
+        return {
+            "AWS_CONFIG_FILE": str(state / "aws" / "config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(state / "aws" / "credentials"),
+            "AWS_ENDPOINT_URL": self.aws_url,
+            "POSTMARK_API_URL": self.postmark_url,
+            "MAILGATE_SANDBOX": self.state_dir,
+            "PATH": f"{state / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+
+def apply_env(env: dict[str, str], target: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    """Point a process environment at the world: set its variables, drop ambient AWS credentials."""
+    for name in UNSET_ENV:
+        target.pop(name, None)
+    target.update(env)
+
+
+class World:
+    """Start, scenario-seed and stop the sandbox; one per process (moto's backends are global)."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        source: Path = ROOT / "partitions.yaml",
+        extra_partitions: int = 0,
+        verify_delay: float = 1.0,
+    ) -> None:
+        self.state_dir = state_dir.resolve()
+        self.source = source
+        self.extra_partitions = extra_partitions
+        self.aws = AwsServer()
+        self.postmark: PostmarkFake
+        self.dns: DnsServer
+        self.tokens: dict[str, str] = {}
+        self._verify_delay = verify_delay
+        self._info: WorldInfo | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> WorldInfo:
+        started = time.monotonic()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        source = load(self.source)
+        self.aws.start()
+        servers = {host: f"127.0.0.{index}" for index, host in enumerate(CHILD_NAMESERVERS + PARENT_NAMESERVERS, 2)}
+        self.dns = DnsServer(self._zones, servers, resolver="127.0.0.1")
+        self.dns.start()
+        self.tokens = {account: str(uuid.uuid4()) for account in source.file.postmark.accounts}
+        self.postmark = PostmarkFake(self.tokens, dns=("127.0.0.1", self.dns.port), verify_delay=self._verify_delay)
+        self.postmark.start()
+        infra_repo = self._copy_infra()
+        partitions_file = self._write_partitions(source, infra_repo)
+        config = load(partitions_file)
+        self._write_aws_config(config)
+        self._write_op(config)
+        self._info = WorldInfo(
+            state_dir=str(self.state_dir),
+            aws_url=self.aws.url,
+            dns_port=self.dns.port,
+            resolver=f"127.0.0.1:{self.dns.port}",
+            postmark_url=self.postmark.url,
+            partitions_file=str(partitions_file),
+            infra_repo=str(infra_repo),
+            parent_zone_id="",
+            pid=os.getpid(),
+        )
+        self._info = WorldInfo(**{**asdict(self._info), "parent_zone_id": self._create_parent_zone(config)})
+        (self.state_dir / "world.json").write_text(json.dumps(asdict(self._info), indent=2))
+        self.started_in = time.monotonic() - started
+        return self._info
+
+    def stop(self) -> None:
+        for part in ("postmark", "dns"):
+            server = getattr(self, part, None)
+            if server is not None:
+                server.stop()
+        self.aws.stop()
+
+    def __enter__(self) -> World:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def info(self) -> WorldInfo:
+        assert self._info is not None, "World.start() first"
+        return self._info
+
+    @property
+    def config(self) -> Config:
+        return load(Path(self.info.partitions_file))
+
+    def env(self) -> dict[str, str]:
+        return self.info.env()
+
+    # -- wiring --------------------------------------------------------------------------------
+
+    def _zones(self) -> list[Zone]:
+        """Every public hosted zone of every moto account, as the DNS server serves it."""
+        from moto.route53.models import route53_backends
+
+        zones = []
+        for account in list(route53_backends.keys()):
+            for zone in list(route53_backends[account]["global"].zones.values()):
+                if zone.private_zone:
+                    continue
+                records = tuple(
+                    RecordSet(rrset.name, rrset.type_, int(rrset.ttl or 300), tuple(_value(v) for v in rrset.records))
+                    for rrset in list(zone.rrsets)
+                )
+                zones.append(Zone(zone.name, records))
+        return zones
+
+    def _copy_infra(self) -> Path:
+        """A private git copy of the sandbox CDK app (deploys write cdk.context.json into it)."""
+        target = self.state_dir / "infra"
+        if target.exists():
+            return target
+        shutil.copytree(INFRA_SOURCE, target, ignore=shutil.ignore_patterns(*INFRA_IGNORED, "cdk.out*"))
+        modules = INFRA_SOURCE / "node_modules"
+        if modules.exists():
+            (target / "node_modules").symlink_to(modules, target_is_directory=True)
+        git = ["git", "-c", "user.name=mailgate sandbox", "-c", "user.email=sandbox@mailgate.invalid"]
+        subprocess.run([*git, "init", "-q", "-b", "main"], cwd=target, check=True)
+        (target / ".git" / "info" / "exclude").write_text("node_modules\ndist\ncdk.out*\n")
+        subprocess.run([*git, "add", "-A"], cwd=target, check=True)
+        subprocess.run([*git, "commit", "-q", "-m", "sandbox infrastructure repo"], cwd=target, check=True)
+        return target
+
+    def _write_partitions(self, source: Config, infra_repo: Path) -> Path:
+        data: dict[str, Any] = yaml.safe_load(source.path.read_text())
+        for index in range(1, self.extra_partitions + 1):
+            infra = list(data["infrastructures"])[index % len(data["infrastructures"])]
+            account = data["postmark"]["accounts"][index % len(data["postmark"]["accounts"])]
+            data["partitions"][f"p{index:02d}"] = {
+                "infrastructure": infra,
+                "postmark_account": account,
+                "credential": f"op://Sandbox/Postmark-p{index:02d}/credential",
+            }
+        python = shlex.quote(sys.executable)
+        data["dns"] = {**data["dns"], "resolvers": [f"127.0.0.1:{self.dns.port}"], "nameserver_port": self.dns.port}
+        data["postmark"] = {**data["postmark"], "api_url": self.postmark.url}
+        data["infra"] = {
+            **data["infra"],
+            "repo": str(infra_repo),
+            "synth": "npm run --silent synth -- {infrastructure}/{partition} {out}",
+            "diff": f"{python} -m sandbox diff {{infrastructure}} {{partition}} {{out}}",
+        }
+        data["deploy"] = {"command": f"{python} -m sandbox deploy {{infrastructure}} {{partition}}"}
+        data.setdefault("signoff", {})["log"] = None
+        path = self.state_dir / "partitions.yaml"
+        header = f"# Generated by the mailgate sandbox from {source.path}; do not edit.\n"
+        path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def _write_aws_config(self, config: Config) -> None:
+        aws_dir = self.state_dir / "aws"
+        aws_dir.mkdir(exist_ok=True)
+        region = config.file.region
+        sections = [f"[profile {BASE_PROFILE}]\nregion = {region}\nendpoint_url = {self.aws.url}\n"]
+        accounts = {infra.profile: infra.account for infra in config.file.infrastructures.values()}
+        accounts[ROOT_PROFILE] = ROOT_ACCOUNT
+        for profile, account in accounts.items():
+            sections.append(
+                f"[profile {profile}]\nregion = {region}\nendpoint_url = {self.aws.url}\n"
+                f"role_arn = arn:aws:iam::{account}:role/{ROLE_NAME}\nsource_profile = {BASE_PROFILE}\n"
+            )
+        (aws_dir / "config").write_text("\n".join(sections))
+        (aws_dir / "credentials").write_text(
+            f"[{BASE_PROFILE}]\naws_access_key_id = AKIASANDBOXBASE00001\n"
+            "aws_secret_access_key = sandbox-not-a-secret\n"
+        )
+
+    def _write_op(self, config: Config) -> None:
+        """A fake 1Password CLI: `op read <reference>` answers the sandbox tokens; `op.json` steers faults."""
+        references = {t.credential: self.tokens[t.postmark_account] for t in config.targets.values()}
+        self.set_op(references=references, mode="ok")
+        bin_dir = self.state_dir / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        op = bin_dir / "op"
+        op.write_text(
+            f"#!{sys.executable}\nfrom pathlib import Path\nfrom sandbox.fake_op import main\n"
+            "raise SystemExit(main(Path(__file__).resolve().parent.parent))\n"
+        )
+        op.chmod(0o755)
+
+    def set_op(self, *, references: dict[str, str] | None = None, mode: str = "ok") -> None:
+        """Steer the fake `op`: mode ok, fail (exit 1 with an error) or empty (prints nothing)."""
+        path = self.state_dir / "op.json"
+        current = json.loads(path.read_text()) if path.exists() else {"references": {}}
+        current["mode"] = mode
+        if references is not None:
+            current["references"] = references
+        path.write_text(json.dumps(current))
+
+    def _create_parent_zone(self, config: Config) -> str:
+        """The parent zone (e.g. ardamails.com) in a root account, with name servers of its own."""
+        route53 = self.client("route53", ROOT_ACCOUNT)
+        zone = route53.create_hosted_zone(Name=config.file.domain, CallerReference=f"sandbox-{uuid.uuid4()}")
+        zone_id = zone["HostedZone"]["Id"].rsplit("/", 1)[-1]
+        ns = [{"Value": host} for host in PARENT_NAMESERVERS]
+        route53.change_resource_record_sets(
+            HostedZoneId=zone_id,
+            ChangeBatch={
+                "Changes": [
+                    {
+                        "Action": "UPSERT",
+                        "ResourceRecordSet": {
+                            "Name": config.file.domain,
+                            "Type": "NS",
+                            "TTL": 172800,
+                            "ResourceRecords": ns,
+                        },
+                    }
+                ]
+            },
+        )
+        return zone_id
+
+    def client(self, service: str, account: str) -> Any:
+        """A boto3 client into one moto account (the world's own back door, not the probes' path)."""
+        import boto3
+
+        client = boto3.client(
+            service,
+            region_name="us-east-1",
+            endpoint_url=self.aws.url,
+            aws_access_key_id="AKIASANDBOXWORLD0001",
+            aws_secret_access_key="sandbox-not-a-secret",
+        )
+
+        def pick_account(request: Any, **_: Any) -> None:
+            request.headers["x-moto-account-id"] = account
+
+        client.meta.events.register("before-send", pick_account)
+        return client
+
+
+def _value(value: object) -> str:
+    """A Route53 record value as text (moto keeps some SOA values as {'Value': ...})."""
+    if isinstance(value, dict):
+        return str(value.get("Value", ""))
+    return str(value)

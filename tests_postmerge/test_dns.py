@@ -1,0 +1,257 @@
+"""DNS of the partition zone, judged from every authoritative server (public resolvers are advisory)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import dns.name
+import pytest
+
+from plugins.observations import Observer
+from plugins.report import Evidence
+from probes import dns as probe
+from probes import mailauth
+from probes.config import Target
+from probes.observe import PartitionObservation
+
+pytestmark = [pytest.mark.postmerge, pytest.mark.dns]
+
+Judge = Callable[[probe.ZoneObservation], list[str]]
+
+
+def _judge_dns(
+    observer: Observer,
+    observed: PartitionObservation,
+    evidence: Evidence,
+    questions: list[tuple[str, str]],
+    judge: Judge,
+) -> list[str]:
+    """Judge (retrying until --dns-wait), record the answers, and add resolver disagreements."""
+    zone, problems, looks = observer.settle_dns(observed, judge)
+    if zone is None:
+        return problems
+    for qname, rtype in questions:
+        agreement = probe.agreed(zone, qname, rtype)
+        evidence.add(f"{rtype} {qname} (authoritative, {looks} look(s))", agreement.evidence or "no server asked")
+        advisory = _resolver_disagreement(zone, agreement)
+        if advisory:
+            evidence.add(f"{rtype} {qname} (public resolvers, advisory)", advisory)
+            if observer.strict_resolvers:
+                problems.append(
+                    f"public resolvers disagree with the authoritative servers (--strict-resolvers): {advisory}"
+                )
+    return problems
+
+
+def _resolver_disagreement(zone: probe.ZoneObservation, agreement: probe.Agreement) -> str | None:
+    if agreement.problem is not None:
+        return None
+    differing = []
+    for answer in zone.resolver_answers_for(agreement.qname, agreement.rtype):
+        said = (answer.rcode, tuple(sorted(r.lower() for r in answer.records)), tuple(sorted(answer.txt)))
+        if said != (agreement.rcode, agreement.records, agreement.txt):
+            differing.append(probe.evidence(answer))
+    return "\n".join(differing) or None
+
+
+def _fail_text(what: str, problems: list[str], next_step: str) -> str:
+    return f"{what}:\n  " + "\n  ".join(problems) + f"\n{next_step}"
+
+
+def test_ns_delegation(
+    partition: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
+) -> None:
+    route53 = observed.zone
+
+    def judge(zone: probe.ZoneObservation) -> list[str]:
+        problem = probe.delegation_problem(zone)
+        if problem:
+            return [problem]
+        delegated = probe.as_names(zone.delegation.ns_hosts)
+        problems = []
+        if len(delegated) < 2:
+            problems.append(
+                f"the parent delegates {partition.zone} to {len(delegated)} name server(s); need at least 2"
+            )
+        if route53 is None or route53.problem is not None:
+            why = route53.problem.message if route53 and route53.problem else "the zone id export is missing"
+            problems.append(f"Route53's delegation set is unknown: {why}")
+        else:
+            expected = probe.as_names(route53.name_servers)
+            if delegated != expected:
+                problems.append(
+                    f"the parent's NS set {_names(delegated)} differs from the hosted zone's Route53 delegation set "
+                    f"{_names(expected)}"
+                )
+        for answer in zone.answers_for(partition.zone, "NS"):
+            if not answer.usable or answer.rcode != "NOERROR":
+                problems.append(f"{answer.server} ({answer.address}) is lame for {partition.zone}: {_status(answer)}")
+            elif probe.as_names(answer.records) != delegated:
+                problems.append(
+                    f"{answer.server} ({answer.address}) says NS {_names(probe.as_names(answer.records))}, "
+                    f"the parent says {_names(delegated)}"
+                )
+        return problems
+
+    evidence.add("Route53 delegation set", route53.name_servers if route53 else ["unknown"])
+    problems = _judge_dns(mailgate_observer, observed, evidence, [(partition.zone, "NS")], judge)
+    assert not problems, _fail_text(
+        f"NS delegation of {partition.zone} is wrong",
+        problems,
+        "set the parent's NS records for the zone to the hosted zone's four Route53 name servers",
+    )
+
+
+def test_spf(
+    partition: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
+) -> None:
+    def judge(zone: probe.ZoneObservation) -> list[str]:
+        agreement = probe.agreed_txt(zone, partition.zone)
+        if agreement.problem:
+            return [agreement.problem]
+        record = mailauth.read_spf(partition.zone, agreement.txt)
+        problems = list(record.problems)
+        if record.text is None:
+            return problems or [f"no v=spf1 TXT record at {partition.zone}"]
+        if record.dns_lookups > mailauth.SPF_LOOKUP_LIMIT:
+            problems.append(
+                f"{record.dns_lookups} DNS-querying terms, more than the limit of {mailauth.SPF_LOOKUP_LIMIT}"
+            )
+        if not record.ends_with_all:
+            problems.append("the record does not end in an `all` mechanism")
+        missing = [i for i in partition.spf_includes if i.lower().rstrip(".") not in record.includes]
+        if missing:
+            problems.append(f"missing include:{', include:'.join(missing)} (configured for {partition.partition})")
+        return [f"SPF {mailauth.show(record.text)!r}: {p}" for p in problems] if problems else []
+
+    problems = _judge_dns(mailgate_observer, observed, evidence, [(partition.zone, "TXT")], judge)
+    assert not problems, _fail_text(
+        f"SPF of {partition.zone} is wrong", problems, "publish exactly one valid v=spf1 record ending in ~all or -all"
+    )
+
+
+def test_dmarc(
+    partition: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
+) -> None:
+    settings = mailgate_observer.settings
+    mailbox = mailgate_observer.dmarc_mailbox
+    allowed = mailgate_observer.dmarc_policies
+
+    def judge(zone: probe.ZoneObservation) -> list[str]:
+        agreement = probe.agreed_txt(zone, partition.dmarc_host)
+        if agreement.problem:
+            return [agreement.problem]
+        if agreement.rcode == "NXDOMAIN" or not agreement.txt:
+            return [
+                f"no DMARC record at {partition.dmarc_host} itself (a record at _dmarc.{settings.parent_domain} "
+                "does not count for the partition)"
+            ]
+        record = mailauth.read_dmarc(partition.dmarc_host, agreement.txt)
+        problems = list(record.problems)
+        if record.text is None:
+            return problems
+        if record.policy is not None and record.policy not in allowed:
+            problems.append(f"policy p={record.policy} is not one of the allowed {', '.join(allowed)}")
+        if mailbox.lower() not in record.rua_mailboxes:
+            problems.append(f"rua does not include mailto:{mailbox} (has {', '.join(record.rua_mailboxes) or 'none'})")
+        return [f"DMARC {mailauth.show(record.text)!r}: {p}" for p in problems]
+
+    problems = _judge_dns(mailgate_observer, observed, evidence, [(partition.dmarc_host, "TXT")], judge)
+    assert not problems, _fail_text(
+        f"DMARC of {partition.zone} is wrong",
+        problems,
+        f"publish one `v=DMARC1; p=...; rua=mailto:{mailbox}` record at {partition.dmarc_host}",
+    )
+
+
+def test_dkim(
+    partition: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
+) -> None:
+    context = observed.context
+    assert context is not None, observed.context_problem
+    host = partition.dkim_host(context.selector)
+    domain = observed.postmark.domain if observed.postmark else None
+    evidence.add(
+        f"cdk.context.json {partition.context_key}", [f"selector {context.selector}", f"key {context.public_key}"]
+    )
+
+    def judge(zone: probe.ZoneObservation) -> list[str]:
+        agreement = probe.agreed_txt(zone, host)
+        if agreement.problem:
+            return [agreement.problem]
+        if not agreement.txt:
+            return [f"no TXT record at {host} ({agreement.rcode})"]
+        record = mailauth.read_dkim(host, agreement.txt)
+        if record.revoked:
+            return [f"the DKIM key at {host} is revoked (empty p=)"]
+        problems = list(record.problems)
+        expected = mailauth.compact(context.public_key)
+        if record.text is not None and record.public_key != expected:
+            where = _first_difference(record.public_key, expected)
+            problems.append(f"p= at {host} differs from cdk.context.json's dkimPublicKey{where}")
+        if record.text is not None and domain is not None:
+            postmark_keys = [
+                mailauth.parse_dkim(value).public_key
+                for value in (domain.dkim_text_value, domain.dkim_pending_text_value)
+                if value
+            ]
+            if record.public_key not in postmark_keys:
+                problems.append("p= in DNS equals neither Postmark's DKIMTextValue nor its DKIMPendingTextValue")
+        return problems
+
+    if domain is None:
+        evidence.add("Postmark DKIM", "not compared: Postmark was not observed (see test_postmark_verified)")
+    problems = _judge_dns(mailgate_observer, observed, evidence, [(host, "TXT")], judge)
+    assert not problems, _fail_text(
+        f"DKIM of {partition.zone} (selector {context.selector}) is wrong",
+        problems,
+        "publish the key Postmark issued (cdk.context.json) at the selector host, joined strings exactly as issued",
+    )
+
+
+def test_return_path(
+    partition: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
+) -> None:
+    target = dns.name.from_text(partition.return_path_target)
+    host = partition.return_path_host
+    domain = observed.postmark.domain if observed.postmark else None
+
+    def judge(zone: probe.ZoneObservation) -> list[str]:
+        agreement = probe.agreed_cname(zone, host)
+        if agreement.problem:
+            return [agreement.problem]
+        if not agreement.records:
+            return [f"no CNAME at {host} ({agreement.rcode})"]
+        seen = [dns.name.from_text(r) for r in agreement.records]
+        return [] if seen == [target] else [f"CNAME {host} points at {', '.join(map(str, seen))}, expected {target}"]
+
+    problems = _judge_dns(mailgate_observer, observed, evidence, [(host, "CNAME")], judge)
+    if domain is not None:
+        if dns.name.from_text(domain.return_path_domain or ".") != dns.name.from_text(host):
+            problems.append(f"Postmark's ReturnPathDomain is {domain.return_path_domain!r}, expected {host}")
+        if dns.name.from_text(domain.return_path_cname_value or ".") != target:
+            problems.append(
+                f"Postmark's ReturnPathDomainCNAMEValue is {domain.return_path_cname_value!r}, expected {target}"
+            )
+    assert not problems, _fail_text(
+        f"Return-Path of {partition.zone} is wrong", problems, f"point CNAME {host} at {partition.return_path_target}"
+    )
+
+
+def _names(names: frozenset[dns.name.Name]) -> str:
+    return "{" + ", ".join(sorted(n.to_text(omit_final_dot=True).lower() for n in names)) + "}"
+
+
+def _status(answer: probe.Answer) -> str:
+    if answer.error:
+        return answer.error
+    return f"{answer.rcode}{'' if answer.authoritative else ' without AA'}"
+
+
+def _first_difference(seen: str, expected: str) -> str:
+    at = next(
+        (i for i, (a, b) in enumerate(zip(seen, expected, strict=False)) if a != b), min(len(seen), len(expected))
+    )
+    return (
+        f" (first difference at character {at + 1}: DNS {seen[at : at + 12]!r}…, context {expected[at : at + 12]!r}…)"
+    )

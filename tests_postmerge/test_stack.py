@@ -1,0 +1,102 @@
+"""The partition stack and its six exports, read with describe-stacks on that one stack."""
+
+from __future__ import annotations
+
+import re
+
+import dns.name
+import pytest
+
+from plugins.report import Evidence
+from probes import aws
+from probes.config import Target
+from probes.observe import PartitionObservation
+
+pytestmark = [pytest.mark.postmerge, pytest.mark.aws]
+
+ARN_SERVICE = {
+    "EmailPostmarkAccountTokenArn": "secretsmanager",
+    "EmailEncryptionKeyArn": "secretsmanager",
+    "EmailDnsProvisioningRoleArn": "iam",
+    "EmailEncryptionKeyFallbackRoleArn": "iam",
+}
+ARN = re.compile(
+    r"^arn:aws[a-z-]*:(?P<service>[a-z0-9-]+):(?P<region>[a-z0-9-]*):(?P<account>\d{12}):(?P<resource>.+)$"
+)
+
+
+def _stack_evidence(stack: aws.Stack, evidence: Evidence) -> None:
+    lines = [f"status: {stack.status}", *(f"{o.key} = {o.value} (export {o.export_name})" for o in stack.outputs)]
+    evidence.add(f"describe-stacks {stack.name} (profile {stack.profile}, {stack.region})", lines)
+
+
+def test_stack_status(observed: PartitionObservation, evidence: Evidence) -> None:
+    stack = observed.stack
+    _stack_evidence(stack, evidence)
+    assert stack.problem is None, stack.problem.message
+    next_step = (
+        "wait for it to finish, then run postmerge again"
+        if stack.status and stack.status.endswith("_IN_PROGRESS")
+        else "fix the cause and deploy again"
+    )
+    assert stack.status in aws.HEALTHY_STACK, (
+        f"stack {stack.name} is {stack.status}, expected CREATE_COMPLETE or UPDATE_COMPLETE "
+        f"(account profile {stack.profile}, {stack.region}); last failure: {stack.last_failure or 'none recorded'}; "
+        f"{next_step}"
+    )
+
+
+def test_exports(partition: Target, observed: PartitionObservation, evidence: Evidence) -> None:
+    stack = observed.stack
+    _stack_evidence(stack, evidence)
+    assert stack.problem is None, f"no exports to judge: {stack.problem.message}"
+    exports = stack.exports()
+    problems = [f"missing export {name}" for name in partition.export_names if not exports.get(name)]
+    prefix = partition.export_name("")
+    problems += [
+        f"unexpected export {name} (not one of the six)"
+        for name in exports
+        if name.startswith(prefix) and name not in partition.export_names
+    ]
+    zone_name = exports.get(partition.export_name("PartitionMailZoneName"))
+    if zone_name and dns.name.from_text(zone_name) != dns.name.from_text(partition.zone):
+        problems.append(f"PartitionMailZoneName is {zone_name}, expected {partition.zone}")
+    zone_id = exports.get(partition.export_name("PartitionMailZoneId"))
+    if zone_id:
+        problems += _zone_problems(partition, zone_id, observed.zone)
+    for name, service in ARN_SERVICE.items():
+        value = exports.get(partition.export_name(name))
+        if value:
+            problems += _arn_problems(partition, name, value, service)
+    assert not problems, (
+        f"exports of {stack.name} are wrong ({len(problems)}):\n  "
+        + "\n  ".join(problems)
+        + f"\nexpected the six {prefix}<Name> exports of account {partition.account}; fix the stack and deploy again"
+    )
+
+
+def _zone_problems(partition: Target, zone_id: str, zone: aws.HostedZone | None) -> list[str]:
+    if zone is None or zone.problem is not None:
+        why = zone.problem.message if zone and zone.problem else "not looked up"
+        return [f"PartitionMailZoneId {zone_id} is not a Route53 hosted zone of {partition.profile}: {why}"]
+    if zone.name is None or dns.name.from_text(zone.name) != dns.name.from_text(partition.zone):
+        return [f"PartitionMailZoneId {zone_id} is Route53's zone {zone.name}, expected {partition.zone}"]
+    return []
+
+
+def _arn_problems(partition: Target, name: str, value: str, service: str) -> list[str]:
+    arn = ARN.match(value)
+    if arn is None:
+        return [f"{name} is not an ARN: {value}"]
+    problems = []
+    if arn["account"] != partition.account:
+        problems.append(
+            f"{name} is in account {arn['account']}, expected {partition.account} ({partition.infrastructure}): {value}"
+        )
+    if arn["service"] != service:
+        problems.append(f"{name} is a {arn['service']} ARN, expected {service}: {value}")
+    elif service == "iam" and not arn["resource"].startswith("role/"):
+        problems.append(f"{name} is not an IAM role ARN: {value}")
+    elif service == "secretsmanager" and not arn["resource"].startswith("secret:"):
+        problems.append(f"{name} is not a Secrets Manager secret ARN: {value}")
+    return problems
