@@ -174,15 +174,17 @@ def test_unknown_instance_lists_the_known_ones(repo: Path, tmp_path: Path) -> No
     )
 
 
-def test_bad_context_entry_fails_the_synth_naming_key_and_field(repo: Path, tmp_path: Path) -> None:
+def test_bad_context_entry_fails_the_synth_in_one_line_naming_key_and_field(repo: Path, tmp_path: Path) -> None:
     _write_context(repo, "partitionMail:Alpha002:dev", "not base64!")
 
     result = _synth(repo, "Alpha002/dev", tmp_path / "out")
 
     assert result.returncode != 0
-    assert "cdk.context.json: partitionMail:Alpha002:dev.dkimPublicKey must be the base64 RSA public key" in (
-        result.stderr
-    )
+    assert (
+        "error: cdk.context.json: partitionMail:Alpha002:dev.dkimPublicKey must be the base64 RSA public key "
+        'without spaces; got "not base64!"\n'
+    ) in result.stderr
+    assert "    at " not in result.stderr, "a stack trace buries the message"
 
 
 def test_diff_against_a_deployed_template_runs_offline_and_parses(repo: Path, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 import { App, DefaultStackSynthesizer } from "aws-cdk-lib/core";
 import { PartitionMailInstance, PartitionMailStack } from "./partition-mail-stack";
+import { InputError } from "./records";
 
 /**
  * Build the one stack `<infrastructure>-<partition>-Email` of an instance into `app`.
@@ -35,6 +36,12 @@ export function synthPartitionMail(instance: PartitionMailInstance): void {
     stackTraces: false,
     context: { "aws:cdk:disable-creation-stack-traces": true },
   });
-  addPartitionMailStack(app, instance);
+  try {
+    addPartitionMailStack(app, instance);
+  } catch (error) {
+    if (!(error instanceof InputError)) throw error;
+    process.stderr.write(`error: ${error.message}\n`);
+    process.exit(1);
+  }
   app.synth();
 }

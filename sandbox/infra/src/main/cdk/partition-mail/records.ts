@@ -5,6 +5,9 @@ export const DMARC_VALUE = "v=DMARC1; p=quarantine; rua=mailto:dmarc-reports@ard
 export const DEFAULT_RETURN_PATH_TARGET = "pm.mtasv.net";
 export const TXT_STRING_MAX = 255;
 
+/** A problem in the instance's inputs (cdk.context.json): reported as one line, without a stack trace. */
+export class InputError extends Error {}
+
 /** What the deploy's pre-deploy step writes to cdk.context.json under `partitionMail:<I>:<P>`. */
 export interface PartitionMailContext {
   readonly dkimSelector: string;
@@ -45,14 +48,14 @@ export function parseContextEntry(key: string, raw: unknown): PartitionMailConte
     return undefined;
   }
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-    throw new Error(`cdk.context.json: ${key} must be an object {dkimSelector, dkimPublicKey, returnPathTarget}`);
+    throw new InputError(`cdk.context.json: ${key} must be an object {dkimSelector, dkimPublicKey, returnPathTarget}`);
   }
   const entry = raw as Record<string, unknown>;
   const field = (name: string, pattern: RegExp, hint: string, fallback?: string): string => {
     const value = entry[name] ?? fallback;
     if (typeof value !== "string" || !pattern.test(value)) {
       const seen = JSON.stringify(value) ?? "nothing";
-      throw new Error(`cdk.context.json: ${key}.${name} must be ${hint}; got ${seen.slice(0, 60)}`);
+      throw new InputError(`cdk.context.json: ${key}.${name} must be ${hint}; got ${seen.slice(0, 60)}`);
     }
     return value;
   };
