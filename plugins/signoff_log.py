@@ -1,0 +1,293 @@
+"""The cascade table of a Markdown execution log: find it, update cells in place, write atomically under a lock.
+
+Pure (no pytest). Every byte outside the cells this run owns stays as it was: line endings, padding,
+trailing spaces, other tables. A file without the table, or whose table has other columns, is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+HEADER: tuple[str, ...] = (
+    "Partition",
+    "Infrastructure",
+    "Postmark account",
+    "Pre-flight",
+    "Deploy",
+    "Verified",
+    "Sign-off date",
+)
+PHASES: tuple[str, ...] = ("Pre-flight", "Deploy", "Verified")
+SIGNOFF = "Sign-off date"
+NOT_DONE = "—"
+PASSED = "✅"
+_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+_DELIMITER_CELL = re.compile(r"^\s*:?-+:?\s*$")
+_PIPE = re.compile(r"(?<!\\)\|")
+
+
+@dataclass(frozen=True)
+class RowUpdate:
+    """This run's word on one partition: the cells of the phases it covered, and its date."""
+
+    partition: str
+    infrastructure: str
+    postmark_account: str
+    cells: Mapping[str, str]
+    date: str
+
+
+@dataclass(frozen=True)
+class LogResult:
+    """What happened to the log: `updated`, `unchanged` or `untouched` (with why), and the rows touched."""
+
+    path: Path
+    status: str
+    message: str
+    updated: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+
+
+class TableProblem(Exception):
+    """The text has no usable cascade table; the message says what was found and what to do."""
+
+
+def cell_text(text: str) -> str:
+    """`text` made safe for one Markdown table cell: one line, pipes escaped."""
+    return re.sub(r"\s+", " ", text).strip().replace("|", "\\|")
+
+
+def render_table(rows: Sequence[Sequence[str]], newline: str = "\n") -> str:
+    """A cascade table (header, delimiter, rows), every line ending with `newline`."""
+    lines = [_row_line(HEADER), _row_line(["---"] * len(HEADER)), *(_row_line(row) for row in rows)]
+    return "".join(line + newline for line in lines)
+
+
+def signoff_cell(phases: Mapping[str, str], date: str) -> str:
+    """The Sign-off date: once Pre-flight, Deploy and Verified are all ✅, the date of the Verified cell (else —).
+
+    Verification is what signs a partition off: a later pre-flight leaves the date, a later verification moves it.
+    """
+    if not all(phases.get(phase, "").startswith(PASSED) for phase in PHASES):
+        return NOT_DONE
+    verified = _DATE.search(phases["Verified"])
+    return verified.group(0) if verified else date
+
+
+def update_text(text: str, updates: Sequence[RowUpdate]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """`text` with the cascade table's rows updated; (new text, partitions updated, partitions added).
+
+    Raises TableProblem when the text has no cascade table, has two, or has one with other columns.
+    """
+    lines = list(_split_lines(text))
+    header_at, end = _find_table(lines)
+    rows: dict[str, int] = {}
+    for at in range(header_at + 2, end):
+        cells = _cells(lines[at][0])
+        if cells:
+            rows.setdefault(_plain(cells[0][2]), at)
+    updated: list[str] = []
+    added: list[str] = []
+    for update in updates:
+        at = rows.get(update.partition)
+        if at is None:
+            end = _add_row(lines, header_at, end, update)
+            added.append(update.partition)
+            continue
+        content, ending = lines[at]
+        new = _update_row(content, update)
+        if new != content:
+            lines[at] = (new, ending)
+            updated.append(update.partition)
+    return "".join(content + ending for content, ending in lines), tuple(updated), tuple(added)
+
+
+def update_file(path: Path, updates: Sequence[RowUpdate]) -> LogResult:
+    """Update the log at `path`: atomically, under a lock on its folder, re-read inside it (no run loses an update)."""
+    if not updates:
+        return LogResult(path, "unchanged", f"execution log {path}: no partition row to update")
+    try:
+        with _locked(path.parent):
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                return _untouched(path, "file not found; create it or fix signoff.log / --signoff-log")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return _untouched(path, f"not UTF-8 text (byte {exc.start}); save it as UTF-8")
+            try:
+                new, updated, added = update_text(text, updates)
+            except TableProblem as exc:
+                return _untouched(path, str(exc))
+            if new == text:
+                return LogResult(path, "unchanged", f"execution log {path}: already up to date")
+            write_atomic(path, new.encode("utf-8"))
+    except OSError as exc:
+        return _untouched(path, f"cannot update it: {exc.strerror or exc}; check the path and its permissions")
+    parts = [f"updated {', '.join(updated)}" if updated else "", f"added {', '.join(added)}" if added else ""]
+    return LogResult(path, "updated", f"execution log {path}: {'; '.join(p for p in parts if p)}", updated, added)
+
+
+def _untouched(path: Path, why: str) -> LogResult:
+    return LogResult(path, "untouched", f"execution log {path} left untouched: {why}")
+
+
+def _split_lines(text: str) -> Iterator[tuple[str, str]]:
+    """(content, ending) pairs; ending is '\\r\\n', '\\n' or '' (last line without one)."""
+    for match in re.finditer(r"([^\n]*?)(\r?\n|\Z)", text):
+        content, ending = match.groups()
+        if content or ending:
+            yield content, ending
+
+
+def _cells(line: str) -> list[tuple[int, int, str]]:
+    """The cells of a table line as (start, end, raw text) spans; an outer pipe on either side is optional."""
+    bounds = [match.start() for match in _PIPE.finditer(line)]
+    stripped = line.strip()
+    start = bounds.pop(0) + 1 if stripped.startswith("|") and bounds else 0
+    cells = []
+    for bound in bounds:
+        cells.append((start, bound, line[start:bound]))
+        start = bound + 1
+    if not stripped.endswith("|") or (stripped.endswith("\\|")):
+        cells.append((start, len(line), line[start:]))
+    return cells
+
+
+def _names(line: str) -> list[str]:
+    return [cell.strip() for _, _, cell in _cells(line)]
+
+
+def _is_delimiter(line: str, count: int | None = None) -> bool:
+    if "-" not in line or ("|" not in line and count != 1):
+        return False
+    names = _names(line)
+    return all(_DELIMITER_CELL.match(name) for name in names) and (count is None or len(names) == count)
+
+
+def _is_table_line(lines: list[tuple[str, str]], at: int) -> bool:
+    content = lines[at][0]
+    starts_table = at + 1 < len(lines) and _is_delimiter(lines[at + 1][0])
+    return bool(content.strip()) and _PIPE.search(content) is not None and not starts_table
+
+
+def _find_table(lines: list[tuple[str, str]]) -> tuple[int, int]:
+    """(header line index, index after the last row) of the one cascade table."""
+    found: list[int] = []
+    near: list[str] = []
+    for at in range(len(lines) - 1):
+        content = lines[at][0]
+        if "|" not in content or not _is_delimiter(lines[at + 1][0]):
+            continue
+        names = _names(content)
+        if tuple(names) == HEADER and _is_delimiter(lines[at + 1][0], len(HEADER)):
+            found.append(at)
+        elif names[:1] == [HEADER[0]] and len(set(names) & set(HEADER)) >= 3:
+            near.append(f"line {at + 1} has | {' | '.join(names)} |")
+    expected = f"| {' | '.join(HEADER)} |"
+    if not found:
+        if near:
+            raise TableProblem(f"its cascade table has other columns ({'; '.join(near)}); expected {expected}")
+        raise TableProblem(f"no cascade table with the header {expected}; add one, or fix signoff.log")
+    if len(found) > 1:
+        where = ", ".join(str(at + 1) for at in found)
+        raise TableProblem(f"{len(found)} cascade tables (lines {where}); keep one")
+    end = found[0] + 2
+    while end < len(lines) and _is_table_line(lines, end):
+        end += 1
+    return found[0], end
+
+
+def _plain(cell: str) -> str:
+    """A partition cell without Markdown emphasis or code: `dev`, **dev** → dev."""
+    return cell.strip().strip("`*_").strip()
+
+
+def _update_row(content: str, update: RowUpdate) -> str:
+    cells = _cells(content)
+    if len(cells) < len(HEADER):  # a short row: give it the missing cells (GFM reads them as empty)
+        base = content.rstrip()
+        base += "" if _PIPE.search(base[-1:]) else " |"
+        content = base + " |" * (len(HEADER) - len(cells))
+        cells = _cells(content)
+    current = {name: cells[i][2].strip() for i, name in enumerate(HEADER)}
+    merged = current | {name: cell_text(value) for name, value in update.cells.items()}
+    merged[SIGNOFF] = signoff_cell(merged, update.date)
+    for i in reversed(range(len(HEADER))):
+        name = HEADER[i]
+        if merged[name] == current[name]:
+            continue
+        start, end, raw = cells[i]
+        content = content[:start] + _with_padding(raw, merged[name]) + content[end:]
+    return content
+
+
+def _with_padding(raw: str, value: str) -> str:
+    """`value` in the cell's own padding (a cell without any gets one space each side)."""
+    if not raw.strip():
+        return f" {value} "
+    lead = raw[: len(raw) - len(raw.lstrip())]
+    trail = raw[len(raw.rstrip()) :]
+    return f"{lead}{value}{trail}"
+
+
+def _add_row(lines: list[tuple[str, str]], header_at: int, end: int, update: RowUpdate) -> int:
+    """Insert the partition's row after the table's last row, in the table's style; returns the new end."""
+    header, newline = lines[header_at]
+    last_content, last_ending = lines[end - 1]
+    if not last_ending:  # the table ends the file: break its last line the way the header line is broken
+        lines[end - 1] = (last_content, newline)
+    cells = {name: NOT_DONE for name in PHASES} | {name: cell_text(value) for name, value in update.cells.items()}
+    cells[SIGNOFF] = signoff_cell(cells, update.date)
+    names = (update.partition, update.infrastructure, update.postmark_account)
+    line = _row_line([*(cell_text(n) for n in names), *(cells[n] for n in HEADER[3:])])
+    lines.insert(end, (line if header.lstrip().startswith("|") else line[2:], last_ending))
+    return end + 1
+
+
+def _row_line(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive flock on the folder itself: nothing is left beside the log, and a rename does not escape it."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path` (keeping its mode), fsync, and rename it over `path`."""
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o644
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
