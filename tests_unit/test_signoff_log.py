@@ -40,8 +40,10 @@ def _update(partition: str, date: str = "2026-06-02", **cells: str) -> RowUpdate
 
 def test_failed_preflight_changes_only_that_cell_and_the_signoff() -> None:
     new, updated, added = update_text(LOG, [_update("dev", preflight="❌ 2026-06-02 1 failed: test_synth")])
-    expected_row = "| dev | Alpha002 | PostmarkNonProd | ❌ 2026-06-02 1 failed: test_synth | ✅ 2026-05-26 | ✅ 2026-05-26 | — |"
-    assert new == LOG.replace(ROW["dev"], expected_row)
+    row = (
+        "| dev | Alpha002 | PostmarkNonProd | ❌ 2026-06-02 1 failed: test_synth | ✅ 2026-05-26 | ✅ 2026-05-26 | — |"
+    )
+    assert new == LOG.replace(ROW["dev"], row)
     assert (updated, added) == (("dev",), ())
 
 
@@ -50,7 +52,8 @@ def test_crlf_and_trailing_spaces_are_kept_byte_for_byte() -> None:
     new, _, _ = update_text(text, [_update("prod", verified="✅ 2026-06-02")])
     row = "| prod | Alpha001 | PostmarkProd | ✅ 2026-05-26 | ✅ 2026-05-26 | ✅ 2026-06-02 | 2026-06-02 |   "
     assert new.encode() == text.replace(ROW["prod"] + "   ", row).encode()
-    assert new.count("\r\n") == text.count("\r\n") and "\n" not in new.replace("\r\n", "")
+    assert new.count("\r\n") == text.count("\r\n")
+    assert "\n" not in new.replace("\r\n", "")
 
 
 def test_rerun_of_postmerge_keeps_earlier_preflight_and_deploy() -> None:
@@ -98,9 +101,11 @@ def test_rows_without_outer_pipes_are_updated_in_place() -> None:
     bare = "\n".join(line.strip().strip("|").strip() for line in render_table([]).splitlines())
     text = f"{bare}\ndev | Alpha002 | PostmarkNonProd | ✅ 2026-05-26 |  | ✅ 2026-05-26 |\n\nafter\n"
     new, _, added = update_text(text, [_update("dev", deploy="✅ 2026-06-02"), _update("stage", verified="✅ 2")])
-    assert new.splitlines()[2] == "dev | Alpha002 | PostmarkNonProd | ✅ 2026-05-26 | ✅ 2026-06-02 | ✅ 2026-05-26 | 2026-05-26 |"
+    row = "dev | Alpha002 | PostmarkNonProd | ✅ 2026-05-26 | ✅ 2026-06-02 | ✅ 2026-05-26 | 2026-05-26 |"
+    assert new.splitlines()[2] == row
     assert new.splitlines()[3] == "stage | Alpha002 | PostmarkNonProd | — | — | ✅ 2 | — |"
-    assert new.endswith("\n\nafter\n") and added == ("stage",)
+    assert new.endswith("\n\nafter\n")
+    assert added == ("stage",)
 
 
 def test_table_stops_where_the_next_table_starts_without_a_blank_line() -> None:
@@ -149,7 +154,8 @@ def test_file_without_the_table_is_untouched_and_says_so(tmp_path: Path) -> None
     result = update_file(log, [_update("dev", preflight="✅ 2026-06-02")])
     assert result.status == "untouched"
     assert result.message.startswith(f"execution log {log} left untouched: no cascade table with the header")
-    assert log.read_bytes() == original and log.stat().st_mtime_ns == before
+    assert log.read_bytes() == original
+    assert log.stat().st_mtime_ns == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.md"]
 
 
@@ -161,7 +167,8 @@ def test_missing_or_binary_log_is_untouched(tmp_path: Path, content: bytes | Non
     if content is not None:
         log.write_bytes(content)
     result = update_file(log, [_update("dev", preflight="✅ 2026-06-02")])
-    assert result.status == "untouched" and says in result.message
+    assert result.status == "untouched"
+    assert says in result.message
     assert (log.read_bytes() if content is not None else None) == content
 
 
@@ -172,9 +179,8 @@ def test_file_update_keeps_mode_and_leaves_nothing_beside_it(tmp_path: Path) -> 
     result = update_file(log, [_update("prod", verified="❌ 2026-06-02 1 failed: test_dkim")])
     assert (result.status, result.updated) == ("updated", ("prod",))
     assert result.message == f"execution log {log}: updated prod"
-    assert log.read_text(encoding="utf-8") == LOG.replace(
-        ROW["prod"], "| prod | Alpha001 | PostmarkProd | ✅ 2026-05-26 | ✅ 2026-05-26 | ❌ 2026-06-02 1 failed: test_dkim | — |"
-    )
+    row = "| prod | Alpha001 | PostmarkProd | ✅ 2026-05-26 | ✅ 2026-05-26 | ❌ 2026-06-02 1 failed: test_dkim | — |"
+    assert log.read_text(encoding="utf-8") == LOG.replace(ROW["prod"], row)
     assert log.stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.md"]
     assert update_file(log, [_update("prod", verified="❌ 2026-06-02 1 failed: test_dkim")]).status == "unchanged"
