@@ -44,6 +44,9 @@ class AwsServer:
     def start(self) -> None:
         from moto.server import DomainDispatcherApplication, create_backend_app
 
+        from sandbox.moto_secrets import teach_moto_secrets
+
+        teach_moto_secrets()
         app = DomainDispatcherApplication(create_backend_app)
         self._server = make_server("127.0.0.1", 0, self._wrap(app), threaded=True)
         self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox-aws", daemon=True)

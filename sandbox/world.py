@@ -8,6 +8,7 @@ on PATH. `world.json` in the state directory records the same for other processe
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -106,6 +107,10 @@ class World:
 
     def start(self) -> WorldInfo:
         started = time.monotonic()
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        from probes.aws import forget_clients
+
+        forget_clients()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         source = load(self.source)
         self.aws.start()
@@ -135,6 +140,29 @@ class World:
         (self.state_dir / "world.json").write_text(json.dumps(asdict(self._info), indent=2))
         self.started_in = time.monotonic() - started
         return self._info
+
+    def reset(self) -> None:
+        """Back to a fresh world: moto emptied (parent zone recreated), no faults, the infra repo as copied."""
+        import urllib.request
+
+        from probes.aws import forget_clients
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.aws.url}/moto-api/reset", method="POST"), timeout=30)
+        forget_clients()  # assumed-role keys die with the reset
+        self.aws.latency = 0.0
+        self.aws.calls.clear()
+        self.postmark.reset()
+        self.postmark.latency = 0.0
+        self.dns.clear_faults()
+        self.dns.set_packet_loss(0.0)
+        self.dns.latency = 0.0
+        self.set_op(mode="ok")
+        git = ["git", "-c", "user.name=mailgate sandbox", "-c", "user.email=sandbox@mailgate.invalid"]
+        subprocess.run([*git, "reset", "-q", "--hard", self._infra_commit], cwd=self.info.infra_repo, check=True)
+        subprocess.run([*git, "clean", "-q", "-fd"], cwd=self.info.infra_repo, check=True)
+        parent = self._create_parent_zone(self.config)
+        self._info = WorldInfo(**{**asdict(self.info), "parent_zone_id": parent})
+        (self.state_dir / "world.json").write_text(json.dumps(asdict(self._info), indent=2))
 
     def stop(self) -> None:
         for part in ("postmark", "dns"):
@@ -174,7 +202,7 @@ class World:
                 if zone.private_zone:
                     continue
                 records = tuple(
-                    RecordSet(rrset.name, rrset.type_, int(rrset.ttl or 300), tuple(_value(v) for v in rrset.records))
+                    RecordSet(rrset.name, rrset.type, int(rrset.ttl or 300), tuple(_value(v) for v in rrset.records))
                     for rrset in list(zone.rrsets)
                 )
                 zones.append(Zone(zone.name, records))
@@ -195,6 +223,13 @@ class World:
         subprocess.run([*git, "add", "-A"], cwd=target, check=True)
         subprocess.run([*git, "commit", "-q", "-m", "sandbox infrastructure repo"], cwd=target, check=True)
         return target
+
+    @property
+    def _infra_commit(self) -> str:
+        repo = self.info.infra_repo
+        return subprocess.run(
+            ["git", "rev-list", "--max-parents=0", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.split()[0]
 
     def _write_partitions(self, source: Config, infra_repo: Path) -> Path:
         data: dict[str, Any] = yaml.safe_load(source.path.read_text())

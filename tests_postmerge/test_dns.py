@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import dns.name
@@ -52,6 +53,14 @@ def _resolver_disagreement(zone: probe.ZoneObservation, agreement: probe.Agreeme
         if said != (agreement.rcode, agreement.records, agreement.txt):
             differing.append(probe.evidence(answer))
     return "\n".join(differing) or None
+
+
+def _content(zone: probe.ZoneObservation, qname: str, rtype: str) -> probe.Agreement:
+    """What the servers that answer authoritatively agree on; a lame or silent one is the NS check's to judge."""
+    usable = tuple(a for a in zone.answers if a.usable)
+    if not any(a in usable for a in zone.answers_for(qname, rtype)):
+        return probe.agreed(zone, qname, rtype)
+    return probe.agreed(dataclasses.replace(zone, answers=usable), qname, rtype)
 
 
 def _fail_text(what: str, problems: list[str], next_step: str) -> str:
@@ -106,7 +115,7 @@ def test_spf(
     partition: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
 ) -> None:
     def judge(zone: probe.ZoneObservation) -> list[str]:
-        agreement = probe.agreed_txt(zone, partition.zone)
+        agreement = _content(zone, partition.zone, "TXT")
         if agreement.problem:
             return [agreement.problem]
         record = mailauth.read_spf(partition.zone, agreement.txt)
@@ -138,7 +147,7 @@ def test_dmarc(
     allowed = mailgate_observer.dmarc_policies
 
     def judge(zone: probe.ZoneObservation) -> list[str]:
-        agreement = probe.agreed_txt(zone, partition.dmarc_host)
+        agreement = _content(zone, partition.dmarc_host, "TXT")
         if agreement.problem:
             return [agreement.problem]
         if agreement.rcode == "NXDOMAIN" or not agreement.txt:
@@ -176,7 +185,7 @@ def test_dkim(
     )
 
     def judge(zone: probe.ZoneObservation) -> list[str]:
-        agreement = probe.agreed_txt(zone, host)
+        agreement = _content(zone, host, "TXT")
         if agreement.problem:
             return [agreement.problem]
         if not agreement.txt:
@@ -217,7 +226,7 @@ def test_return_path(
     domain = observed.postmark.domain if observed.postmark else None
 
     def judge(zone: probe.ZoneObservation) -> list[str]:
-        agreement = probe.agreed_cname(zone, host)
+        agreement = _content(zone, host, "CNAME")
         if agreement.problem:
             return [agreement.problem]
         if not agreement.records:

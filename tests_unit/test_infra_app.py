@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from probes.cdk import Assembly, exported_names, read_assembly, resource_counts, roles_with_name, summarize_diff
 from probes.config import EXPORT_NAMES
+from sandbox.moto_secrets import teach_moto_secrets
 
 INFRA = Path(__file__).resolve().parents[1] / "sandbox" / "infra"
 INSTANCES = {
@@ -217,68 +218,13 @@ def test_diff_against_a_deployed_template_runs_offline_and_parses(repo: Path, tm
 # --- moto ----------------------------------------------------------------------------------------------------
 
 
-def _teach_moto_secrets() -> None:
-    """moto's CloudFormation skips AWS::SecretsManager::Secret (its Ref becomes null); teach it that one type."""
-    import secrets
-
-    from moto.cloudformation import parsing
-    from moto.core.common_models import CloudFormationModel
-    from moto.secretsmanager.models import secretsmanager_backends
-
-    if "AWS::SecretsManager::Secret" in parsing.get_model_map():
-        return
-
-    class CfnSecret(CloudFormationModel):
-        __module__ = "moto.secretsmanager.cloudformation"  # moto files models by the service in their module name
-
-        def __init__(self, arn: str) -> None:
-            self.arn = arn
-
-        @staticmethod
-        def cloudformation_name_type() -> str:
-            return "Name"
-
-        @staticmethod
-        def cloudformation_type() -> str:
-            return "AWS::SecretsManager::Secret"
-
-        @classmethod
-        def has_cfn_attr(cls, attr: str) -> bool:
-            return attr == "Id"
-
-        @classmethod
-        def create_from_cloudformation_json(  # type: ignore[override]
-            cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
-        ) -> CfnSecret:
-            properties = cloudformation_json["Properties"]
-            created = secretsmanager_backends[account_id][region_name].create_secret(
-                name=resource_name,
-                secret_string=properties.get("SecretString") or secrets.token_urlsafe(32),
-                secret_binary=None,
-                description=properties.get("Description"),
-                tags=properties.get("Tags"),
-                kms_key_id=properties.get("KmsKeyId"),
-                client_request_token=None,
-                replica_regions=[],
-                force_overwrite=False,
-            )
-            return cls(json.loads(created)["ARN"])
-
-        @property
-        def physical_resource_id(self) -> str:
-            return self.arn
-
-    for cached in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
-        cached.cache_clear()
-
-
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
     """A moto server on loopback; on teardown, this module's account is emptied (moto's state is process-wide)."""
     from moto.core.base_backend import BackendDict
     from moto.server import ThreadedMotoServer
 
-    _teach_moto_secrets()
+    teach_moto_secrets()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -1,0 +1,283 @@
+"""Put a partition of a running world into a known state in one line: deployed and healthy, or with a defect.
+
+`Scenarios(world).seed("dev")` does what a deploy does (Postmark domain, context entry, the synthesized
+stack, delegation), with Postmark already verified, reusing one synth per partition for the world's life.
+`seed("dev", defects=["two-spf"])` then breaks exactly one thing, as an operator would find it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moto.cloudformation.models import Event, cloudformation_backends
+from moto.route53.models import route53_backends
+
+from probes.config import Target
+from sandbox.deploy import DkimEntry, create_stack, delegate, synth, write_context
+from sandbox.dns_server import Fault
+from sandbox.postmark_fake import PostmarkFault
+from sandbox.world import CHILD_NAMESERVERS, ROOT_ACCOUNT, World
+
+OTHER_ACCOUNT = "999988887777"
+
+
+@dataclass
+class Seeded:
+    """What a seed made: enough for a defect to reach in."""
+
+    target: Target
+    dkim: DkimEntry
+    zone_id: str
+    template: dict[str, Any]
+
+
+class Scenarios:
+    """Seeds partitions of one world; caches a synthesized template per partition (synth costs seconds)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self._dkim: dict[str, DkimEntry] = {}
+        self._templates: dict[str, dict[str, Any]] = {}
+
+    def reset(self) -> None:
+        """Back to a fresh world: nothing deployed, no faults, the infra repo as committed at start."""
+        self.world.reset()
+
+    def seed(self, partition: str, *, defects: tuple[str, ...] | list[str] = (), verified: bool = True) -> Seeded:
+        unknown = [d for d in defects if d not in DEFECTS]
+        if unknown:
+            raise ValueError(f"unknown defect {', '.join(unknown)}; known: {', '.join(sorted(DEFECTS))}")
+        world = self.world
+        target = world.config.targets[partition]
+        dkim = self._postmark(target, verified)
+        write_context(Path(world.info.infra_repo), target.context_key, dkim)
+        template = self._template(target)
+        for name in defects:
+            template = TEMPLATE_DEFECTS.get(name, lambda t, _target: t)(template, target)
+        create_stack(world.client("cloudformation", target.account), target.stack_name, template)
+        outputs = world.client("cloudformation", target.account).describe_stacks(StackName=target.stack_name)
+        exports = {o.get("ExportName"): o["OutputValue"] for o in outputs["Stacks"][0].get("Outputs", [])}
+        zone_id = exports.get(target.export_name("PartitionMailZoneId")) or _zone_id(world, target)
+        delegate(
+            world.client("route53", target.account),
+            world.client("route53", ROOT_ACCOUNT),
+            world.info.parent_zone_id,
+            zone_id,
+            target.zone,
+        )
+        seeded = Seeded(target, dkim, zone_id, template)
+        for name in defects:
+            DEFECTS[name](self, seeded)
+        return seeded
+
+    def _postmark(self, target: Target, verified: bool) -> DkimEntry:
+        postmark = self.world.postmark
+        account = target.postmark_account
+        if postmark.domain(account, target.zone) is None:
+            postmark.create_domain(account, target.zone, target.return_path_host)
+        if target.partition not in self._dkim:
+            domain = postmark.domain(account, target.zone) or {}
+            host, text = domain["DKIMPendingHost"], domain["DKIMPendingTextValue"]
+            key = text.split("p=", 1)[1].strip()
+            self._dkim[target.partition] = DkimEntry(host.split("._domainkey.")[0], key, target.return_path_target)
+        dkim = self._dkim[target.partition]
+        host, text = target.dkim_host(dkim.selector), f"k=rsa; p={dkim.public_key}"
+        fields: dict[str, Any] = (
+            {
+                "DKIMVerified": True,
+                "DKIMHost": host,
+                "DKIMTextValue": text,
+                "DKIMPendingHost": "",
+                "DKIMPendingTextValue": "",
+                "DKIMUpdateStatus": "Verified",
+                "ReturnPathDomainVerified": True,
+            }
+            if verified
+            else {
+                "DKIMVerified": False,
+                "DKIMHost": "",
+                "DKIMTextValue": "",
+                "DKIMPendingHost": host,
+                "DKIMPendingTextValue": text,
+                "DKIMUpdateStatus": "Pending",
+                "ReturnPathDomainVerified": False,
+            }
+        )
+        postmark.set_domain(account, target.zone, **fields)
+        return dkim
+
+    def _template(self, target: Target) -> dict[str, Any]:
+        if target.partition not in self._templates:
+            infra = Path(self.world.info.infra_repo)
+            with tempfile.TemporaryDirectory(prefix=f"seed-{target.partition}-") as out:
+                self._templates[target.partition] = synth(infra, self.world.config.file.infra.synth, target, Path(out))
+        return self._templates[target.partition]
+
+
+def _zone_id(world: World, target: Target) -> str:
+    zones = world.client("route53", target.account).list_hosted_zones_by_name(DNSName=target.zone)["HostedZones"]
+    return str(zones[0]["Id"]).rsplit("/", 1)[-1]
+
+
+def _records(
+    scenarios: Scenarios,
+    seeded: Seeded,
+    changes: list[tuple[str, str, str, list[str]]],
+    *,
+    account: str | None = None,
+    zone_id: str | None = None,
+) -> None:
+    """Apply (action, name, type, values) changes to the partition zone (or another zone/account)."""
+    route53 = scenarios.world.client("route53", account or seeded.target.account)
+    batch = []
+    for action, name, rtype, values in changes:
+        record: dict[str, Any] = {"Name": name, "Type": rtype, "TTL": 300}
+        if action == "DELETE":  # moto refuses DELETE of quoted TXT values over its API: go to its backend
+            zone = route53_backends[account or seeded.target.account]["global"].get_hosted_zone(
+                zone_id or seeded.zone_id
+            )
+            zone.delete_rrset({"Name": name.rstrip(".") + ".", "Type": rtype})
+            continue
+        record["ResourceRecords"] = [{"Value": v} for v in values]
+        batch.append({"Action": action, "ResourceRecordSet": record})
+    if batch:
+        route53.change_resource_record_sets(HostedZoneId=zone_id or seeded.zone_id, ChangeBatch={"Changes": batch})
+
+
+def _txt(text: str) -> str:
+    """One TXT value as Route53 stores it: quoted strings of at most 255 characters."""
+    return " ".join(f'"{text[i : i + 255]}"' for i in range(0, len(text), 255))
+
+
+def _parent_ns(scenarios: Scenarios, seeded: Seeded, servers: tuple[str, ...]) -> None:
+    _records(
+        scenarios,
+        seeded,
+        [("UPSERT", seeded.target.zone, "NS", list(servers))],
+        account=ROOT_ACCOUNT,
+        zone_id=scenarios.world.info.parent_zone_id,
+    )
+
+
+def _rollback(scenarios: Scenarios, seeded: Seeded) -> None:
+    target = seeded.target
+    backend = cloudformation_backends[target.account][target.region]
+    stack = next(s for s in backend.stacks.values() if s.name == target.stack_name)
+    reason = "Resource handler returned message: AddNsRecordsToAnyHostedZone already exists"
+    stack.events.append(
+        Event(
+            stack.stack_id,
+            stack.name,
+            "EmailDnsProvisioningRole",
+            "role",
+            "AWS::IAM::Role",
+            "CREATE_FAILED",
+            reason,
+            None,
+        )
+    )
+    stack.status = "ROLLBACK_COMPLETE"
+
+
+def _without_export(template: dict[str, Any], target: Target) -> dict[str, Any]:
+    wanted = target.export_name("EmailEncryptionKeyArn")
+    outputs = {k: v for k, v in template["Outputs"].items() if wanted not in str(v.get("Export", {}))}
+    return {**template, "Outputs": outputs}
+
+
+def _foreign_arn(template: dict[str, Any], target: Target) -> dict[str, Any]:
+    wanted = target.export_name("EmailDnsProvisioningRoleArn")
+    outputs = {
+        k: {**v, "Value": f"arn:aws:iam::{OTHER_ACCOUNT}:role/foreign-role"}
+        if wanted in str(v.get("Export", {}))
+        else v
+        for k, v in template["Outputs"].items()
+    }
+    return {**template, "Outputs": outputs}
+
+
+def _one_char(key: str) -> str:
+    index = len(key) // 2
+    return key[:index] + ("A" if key[index] != "A" else "B") + key[index + 1 :]
+
+
+TEMPLATE_DEFECTS: dict[str, Callable[[dict[str, Any], Target], dict[str, Any]]] = {
+    "missing-export": _without_export,
+    "foreign-arn": _foreign_arn,
+}
+
+DEFECTS: dict[str, Callable[[Scenarios, Seeded], None]] = {
+    "missing-export": lambda s, d: None,
+    "foreign-arn": lambda s, d: None,
+    "rollback": _rollback,
+    "one-ns": lambda s, d: _parent_ns(s, d, CHILD_NAMESERVERS[:1]),
+    "ns-mismatch": lambda s, d: _parent_ns(s, d, CHILD_NAMESERVERS[:3]),
+    "lame-ns": lambda s, d: s.world.dns.inject(Fault("lame", server=CHILD_NAMESERVERS[1])),
+    "two-spf": lambda s, d: _records(
+        s,
+        d,
+        [
+            (
+                "UPSERT",
+                d.target.zone,
+                "TXT",
+                [_txt("v=spf1 include:spf.mtasv.net ~all"), _txt("v=spf1 include:_spf.google.com ~all")],
+            )
+        ],
+    ),
+    "spf-11-lookups": lambda s, d: _records(
+        s,
+        d,
+        [
+            (
+                "UPSERT",
+                d.target.zone,
+                "TXT",
+                [
+                    _txt(
+                        "v=spf1 include:spf.mtasv.net "
+                        + " ".join(f"include:s{i}.example.com" for i in range(10))
+                        + " ~all"
+                    )
+                ],
+            )
+        ],
+    ),
+    "dmarc-parent-only": lambda s, d: (
+        _records(s, d, [("DELETE", d.target.dmarc_host, "TXT", [])]),
+        _records(
+            s,
+            d,
+            [
+                (
+                    "UPSERT",
+                    f"_dmarc.{d.target.domain}",
+                    "TXT",
+                    [_txt("v=DMARC1; p=reject; rua=mailto:dmarc-reports@arda.cards")],
+                )
+            ],
+            account=ROOT_ACCOUNT,
+            zone_id=s.world.info.parent_zone_id,
+        ),
+    ),
+    "dmarc-no-policy": lambda s, d: _records(
+        s, d, [("UPSERT", d.target.dmarc_host, "TXT", [_txt("v=DMARC1; rua=mailto:dmarc-reports@arda.cards")])]
+    ),
+    "dkim-one-char": lambda s, d: _records(
+        s,
+        d,
+        [("UPSERT", d.target.dkim_host(d.dkim.selector), "TXT", [_txt(f"k=rsa; p={_one_char(d.dkim.public_key)}")])],
+    ),
+    "dkim-revoked": lambda s, d: _records(
+        s, d, [("UPSERT", d.target.dkim_host(d.dkim.selector), "TXT", [_txt("k=rsa; p=")])]
+    ),
+    "cname-target": lambda s, d: _records(
+        s, d, [("UPSERT", d.target.return_path_host, "CNAME", ["bounces.example.net"])]
+    ),
+    "postmark-stuck": lambda s, d: s.world.postmark.stuck(d.target.postmark_account, d.target.zone),
+    "postmark-401": lambda s, d: s.world.postmark.inject(PostmarkFault(401)),
+}

@@ -1,0 +1,88 @@
+"""Fixtures for the suite's own tests: one sandbox world per test process, reset for each test that uses it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sandbox.scenarios import Scenarios
+from sandbox.world import UNSET_ENV, World
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with World(tmp_path_factory.mktemp("world"), verify_delay=0.3) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def session_scenarios(world: World) -> Scenarios:
+    return Scenarios(world)
+
+
+@pytest.fixture
+def scenarios(session_scenarios: Scenarios, monkeypatch: pytest.MonkeyPatch) -> Scenarios:
+    """A fresh world (nothing deployed, no faults) and this process's environment pointed at it."""
+    session_scenarios.reset()
+    for name in UNSET_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in session_scenarios.world.env().items():
+        monkeypatch.setenv(name, value)
+    return session_scenarios
+
+
+@dataclass
+class Run:
+    """One in-process mailgate run: outcome and failure text per check, keyed 'test_name[partition]'."""
+
+    ret: int
+    outcomes: dict[str, str]
+    messages: dict[str, str]
+    output: str
+
+    def failed(self) -> set[str]:
+        return {name for name, outcome in self.outcomes.items() if outcome != "passed"}
+
+
+@pytest.fixture
+def mailgate(pytester: pytest.Pytester, scenarios: Scenarios, tmp_path: Path) -> object:
+    """Run the real suite (tests_preflight/tests_postmerge) against the world: `mailgate("-m", "postmerge")`."""
+
+    def run(*args: str) -> Run:
+        argv = [
+            "--rootdir",
+            str(ROOT),
+            "-c",
+            str(ROOT / "pyproject.toml"),
+            "-p",
+            "no:cacheprovider",
+            "--partitions-file",
+            scenarios.world.info.partitions_file,
+            "--reports-dir",
+            str(tmp_path / "reports"),
+            *args,
+        ]
+        if not any(a.startswith(("tests_", str(ROOT))) for a in args):
+            argv += [str(ROOT / "tests_preflight"), str(ROOT / "tests_postmerge")]
+        recorder = pytester.inline_run(*argv)
+        outcomes: dict[str, str] = {}
+        messages: dict[str, str] = {}
+        for report in recorder.getreports("pytest_runtest_logreport"):
+            name = report.nodeid.rsplit("::", 1)[-1]
+            if report.failed:
+                outcomes[name] = "error" if report.when != "call" else "failed"
+                messages[name] = str(report.longrepr)
+            elif report.skipped:
+                outcomes[name] = "skipped"
+                messages[name] = str(report.longrepr)
+            elif report.when == "call":
+                outcomes.setdefault(name, "passed")
+        ret = int(recorder.ret)
+        return Run(ret, outcomes, messages, "")
+
+    return run

@@ -1,0 +1,73 @@
+"""Postmerge checks against the sandbox: healthy passes everything; each defect fails exactly its check."""
+
+from __future__ import annotations
+
+import pytest
+
+CHECKS = (
+    "test_stack_status",
+    "test_exports",
+    "test_ns_delegation",
+    "test_spf",
+    "test_dmarc",
+    "test_dkim",
+    "test_return_path",
+    "test_postmark_verified",
+)
+
+
+def test_healthy_partition_passes_every_check(scenarios, mailgate) -> None:
+    seeded = scenarios.seed("dev")
+    run = mailgate("-m", "postmerge", "--partition", "dev")
+    assert run.outcomes == {f"{check}[dev]": "passed" for check in CHECKS}, run.messages
+    assert len(f"k=rsa; p={seeded.dkim.public_key}") > 255, "the DKIM key must need several TXT strings"
+
+
+DEFECTS = [
+    ("missing-export", "test_exports", "missing export Alpha002-dev-API-EmailEncryptionKeyArn"),
+    ("foreign-arn", "test_exports", "EmailDnsProvisioningRoleArn is in account 999988887777, expected 139852620346"),
+    ("rollback", "test_stack_status", "stack Alpha002-dev-Email is ROLLBACK_COMPLETE"),
+    ("one-ns", "test_ns_delegation", "delegates dev.ardamails.com to 1 name server(s); need at least 2"),
+    ("lame-ns", "test_ns_delegation", "ns-2049.awsdns-65.net (127.0.0.3:"),
+    ("ns-mismatch", "test_ns_delegation", "differs from the hosted zone's Route53 delegation set"),
+    ("two-spf", "test_spf", "v=spf1"),
+    ("spf-11-lookups", "test_spf", "11 DNS-querying terms, more than the limit of 10"),
+    ("dmarc-parent-only", "test_dmarc", "no DMARC record at _dmarc.dev.ardamails.com itself"),
+    ("dmarc-no-policy", "test_dmarc", "p="),
+    ("dkim-one-char", "test_dkim", "differs from cdk.context.json's dkimPublicKey (first difference at character"),
+    ("dkim-revoked", "test_dkim", "is revoked (empty p=)"),
+    ("cname-target", "test_return_path", "points at bounces.example.net., expected pm.mtasv.net."),
+    ("postmark-stuck", "test_postmark_verified", "DKIM NOT verified, Return-Path NOT verified"),
+    ("postmark-401", "test_postmark_verified", "401"),
+]
+
+
+@pytest.mark.parametrize(("defect", "check", "message"), DEFECTS, ids=[d[0] for d in DEFECTS])
+def test_defect_fails_exactly_its_check(scenarios, mailgate, defect: str, check: str, message: str) -> None:
+    scenarios.seed("dev", defects=[defect], verified=defect != "postmark-stuck")
+    run = mailgate("-m", "postmerge", "--partition", "dev", "--postmark-wait", "1")
+    assert run.failed() == {f"{check}[dev]"}, run.messages
+    assert message in run.messages[f"{check}[dev]"]
+
+
+def test_unverified_postmark_turns_verified_within_the_wait(scenarios, mailgate) -> None:
+    scenarios.seed("dev", verified=False)
+    run = mailgate("-m", "postmark", "--partition", "dev", "--postmark-wait", "10")
+    assert run.outcomes == {"test_postmark_verified[dev]": "passed"}, run.messages
+    puts = [c.path.lower() for c in scenarios.world.postmark.writes()]
+    assert any(p.endswith("/verifydkim") for p in puts)
+
+
+def test_no_postmark_verify_only_reads(scenarios, mailgate) -> None:
+    scenarios.seed("dev", verified=False)
+    run = mailgate("-m", "postmark", "--partition", "dev", "--postmark-wait", "1", "--no-postmark-verify")
+    assert run.failed() == {"test_postmark_verified[dev]"}
+    assert "only read (--no-postmark-verify)" in run.messages["test_postmark_verified[dev]"]
+    assert scenarios.world.postmark.writes() == []
+
+
+def test_undeployed_partition_fails_every_check_with_its_cause(scenarios, mailgate) -> None:
+    run = mailgate("-m", "postmerge", "--partition", "dev", "--postmark-wait", "0")
+    assert run.failed() == {f"{check}[dev]" for check in CHECKS}
+    assert "stack Alpha002-dev-Email does not exist" in run.messages["test_stack_status[dev]"]
+    assert "has no entry partitionMail:Alpha002:dev" in run.messages["test_dkim[dev]"]
