@@ -1,13 +1,30 @@
-"""Where a run's reports go, and the evidence each check records for them."""
+"""Where a run's reports go, what each check's report carries (identity, evidence, no secret), and the HTML columns.
+
+Default report files (rule, decided in pytest_configure before any item exists): a run is a mailgate run when
+its `-m` expression names `preflight` or `postmerge`, or a test path it was given (or took from testpaths)
+lies in `tests_preflight/` or `tests_postmerge/`, and it is not `--collect-only`. Such a run gets, unless
+given, `--html=<reports>/<markers>-<partitions>-<UTC time>.html --self-contained-html` and `--junitxml`
+beside it (`.xml`). Any other run (`pytest tests_unit`, …) writes no report file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Generator, Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from html import escape
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from probes.secrets import redact
+from plugins.partitions import item_partition
+from probes.secrets import known_secrets, redact
+
+CHECK_ATTR = "mailgate_check"
+PHASES = ("preflight", "postmerge")
+CHECK_DIRS = ("tests_preflight", "tests_postmerge")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,3 +56,127 @@ def evidence(request: pytest.FixtureRequest) -> Evidence:
     """Record what this check observed, for the HTML report and signoff.json."""
     assert isinstance(request.node, pytest.Item)
     return Evidence(request.node)
+
+
+@dataclass(frozen=True)
+class CheckId:
+    """A mailgate check: its node id, partition (None: partition-independent), phase, and short name."""
+
+    nodeid: str
+    partition: str | None
+    phase: str
+    name: str
+
+
+def check_id(item: pytest.Item) -> CheckId | None:
+    """The item as a mailgate check, or None when it is marked neither preflight nor postmerge."""
+    phase = next((p for p in PHASES if item.get_closest_marker(p)), None)
+    if phase is None:
+        return None
+    partition = item_partition(item)
+    name = item.nodeid.split("::", 1)[-1]
+    if partition is not None and name.endswith(f"[{partition}]"):
+        name = name[: -len(partition) - 2]
+    return CheckId(item.nodeid, partition, phase, name)
+
+
+def report_check(report: pytest.TestReport) -> CheckId | None:
+    """The check a report is about, also after an xdist worker serialized it (None: not a mailgate check)."""
+    raw = getattr(report, CHECK_ATTR, None)
+    return CheckId(**raw) if isinstance(raw, dict) else None
+
+
+def evidence_of(report: pytest.TestReport) -> list[str]:
+    return [str(value) for name, value in report.user_properties if name == "evidence"]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """Tag a check's report with its identity; with secrets known to this process, rebuild it redacted."""
+    report = yield
+    check = check_id(item)
+    if check is None:
+        return report
+    setattr(report, CHECK_ATTR, asdict(check))
+    if not known_secrets():
+        return report
+    hook = item.config.hook
+    data = hook.pytest_report_to_serializable(config=item.config, report=report)
+    return hook.pytest_report_from_serializable(config=item.config, data=_redact_tree(data))
+
+
+def _redact_tree(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_tree(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_redact_tree(item) for item in value)
+    return value
+
+
+def is_mailgate_run(config: pytest.Config) -> bool:
+    """The rule in this module's docstring, from the invocation alone."""
+    if config.getoption("collectonly"):
+        return False
+    words = set(re.findall(r"\w+", config.getoption("markexpr") or ""))
+    if words & set(PHASES):
+        return True
+    return bool(_check_dirs(config))
+
+
+def _check_dirs(config: pytest.Config) -> list[str]:
+    """The check folders (tests_preflight, tests_postmerge) that the run's test paths lie in."""
+    parts = {part for arg in config.args for part in Path(arg.split("::")[0]).parts}
+    return [name for name in CHECK_DIRS if name in parts]
+
+
+def report_stem(config: pytest.Config, now: datetime) -> str:
+    """`<markers>-<partitions>-<UTC time>`, e.g. `preflight-and-code-or-synth-dev+prod-20260526T234343Z`."""
+    expression = config.getoption("markexpr") or ""
+    phases = [name.removeprefix("tests_") for name in _check_dirs(config)]
+    markers = re.sub(r"[^A-Za-z0-9]+", "-", expression).strip("-") or "-".join(phases) or "checks"
+    partitions = re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(config.getoption("partition", "all")).replace(",", "+"))
+    return f"{markers}-{partitions.strip('-') or 'all'}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Default HTML and JUnit paths for a mailgate run (controller only; pytest-html and junitxml read them next)."""
+    if hasattr(config, "workerinput") or not is_mailgate_run(config):
+        return
+    base = reports_dir(config) / report_stem(config, datetime.now(UTC))
+    html_given = getattr(config.option, "htmlpath", None)
+    if hasattr(config.option, "htmlpath") and not html_given:
+        config.option.htmlpath = str(base.with_suffix(".html"))
+        config.option.self_contained_html = True
+    if not config.option.xmlpath:
+        config.option.xmlpath = str(Path(html_given).with_suffix(".xml") if html_given else base.with_suffix(".xml"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_table_header(cells: list[str]) -> None:
+    cells.insert(2, '<th class="sortable" data-column-type="partition">Partition</th>')
+    cells.insert(3, '<th class="sortable" data-column-type="check">Check</th>')
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_table_row(report: pytest.TestReport, cells: list[str]) -> None:
+    check = report_check(report)
+    partition = (check.partition or "all") if check else ""
+    cells.insert(2, f'<td class="col-partition">{escape(partition)}</td>')
+    cells.insert(3, f'<td class="col-check">{escape(check.name if check else "")}</td>')
+    cells[:] = [redact(cell) for cell in cells]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_table_html(report: pytest.TestReport, data: list[str]) -> None:
+    """The check's evidence above its log (a titled block per entry), everything redacted."""
+    blocks = [escape(_evidence_block(text)) for text in evidence_of(report)]
+    data[:] = [redact(part) for part in [*blocks, *data]]
+
+
+def _evidence_block(text: str) -> str:
+    title, _, body = text.partition("\n")
+    lines = "".join(f"  {line}\n" for line in body.splitlines())
+    return f"{' evidence: ' + title + ' ':-^80}\n{lines}"

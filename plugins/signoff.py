@@ -1,0 +1,401 @@
+"""Sign-off rows: every check's report, gathered on the xdist controller, judged per partition and phase.
+
+At session end of a run that ran mailgate checks: `<reports>/signoff.json` (the run and every check),
+`<reports>/signoff.md` (the cascade table of this run's partitions), and the execution log's cascade rows
+updated in place (plugins.signoff_log). A cell reads ✅ <date> when every check of the phase passed,
+❌ <date> <count> failed: <names> when any failed or errored, 🟡 <date> <why> when some were skipped,
+deselected or did not run; a phase none of whose checks ran gets no cell. Partition-independent checks count
+toward every partition. A postmerge check that errored because this run's deploy of its partition did not
+succeed counts as not run (the deploy's cell says why), so it never marks Verified ❌.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugins.partitions import SELECTION, Selection
+from plugins.report import CheckId, check_id, evidence_of, report_check, reports_dir
+from plugins.signoff_log import (
+    HEADER,
+    NOT_DONE,
+    PASSED,
+    LogResult,
+    RowUpdate,
+    cell_text,
+    render_table,
+    update_file,
+    write_atomic,
+)
+from probes.secrets import redact
+
+PHASE_COLUMN = {"preflight": "Pre-flight", "postmerge": "Verified"}
+PASSED_OUTCOMES = frozenset({"passed", "xpassed"})
+FAILED_OUTCOMES = frozenset({"failed", "error"})
+RAN_OUTCOMES = PASSED_OUTCOMES | FAILED_OUTCOMES | {"skipped", "xfailed"}
+MAX_NAMES = 3
+MAX_MESSAGE = 1000
+MAX_EVIDENCE_LINES = 40
+OPTIONS = (
+    "partition",
+    "partitions_file",
+    "infra_repo",
+    "signoff_log",
+    "resolver",
+    "reports_dir",
+    "sandbox",
+    "deploy",
+    "confirm_production",
+    "expect_head",
+    "markexpr",
+    "keyword",
+    "numprocesses",
+    "maxfail",
+    "htmlpath",
+    "xmlpath",
+)
+
+
+@dataclass
+class Result:
+    """One check's outcome in this run, merged from its setup, call and teardown reports."""
+
+    check: CheckId
+    outcome: str = "not run"
+    duration: float = 0.0
+    message: str | None = None
+    evidence: list[str] = field(default_factory=list)
+
+    def absorb(self, report: pytest.TestReport) -> None:
+        self.duration += report.duration
+        self.evidence = evidence_of(report) or self.evidence
+        xfail = hasattr(report, "wasxfail")
+        if report.failed:
+            failed = "failed" if report.when == "call" else "error"
+            self.outcome = "failed" if self.outcome == "failed" else failed
+        elif report.skipped:
+            self.outcome = "xfailed" if xfail else "skipped"
+        elif report.when == "call":
+            self.outcome = "xpassed" if xfail else "passed"
+        else:
+            return
+        self.message = self.message or _message(report)
+
+
+def _message(report: pytest.TestReport) -> str:
+    """The failure's crash line, or a skip's reason, redacted and bounded."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple | list) and len(longrepr) == 3:
+        text = str(longrepr[2]).removeprefix("Skipped: ")
+    else:
+        crash = getattr(longrepr, "reprcrash", None)
+        text = crash.message if crash is not None else report.longreprtext
+    return redact(text.strip())[:MAX_MESSAGE]
+
+
+def phase_cell(date: str, results: Sequence[Result], why_not_run: str) -> str | None:
+    """The cell for one phase of one partition, or None when none of its checks ran."""
+    if not any(r.outcome in RAN_OUTCOMES for r in results):
+        return None
+    failed = [r for r in results if r.outcome in FAILED_OUTCOMES]
+    if failed:
+        return f"❌ {date} {len(failed)} failed: {_names(failed)}"
+    groups: dict[str, list[Result]] = {}
+    for result in results:
+        if result.outcome not in PASSED_OUTCOMES:
+            groups.setdefault(result.outcome, []).append(result)
+    if not groups:
+        return f"{PASSED} {date}"
+    parts = []
+    for outcome, members in groups.items():
+        reason = why_not_run if outcome == "not run" else members[0].message
+        parts.append(f"{len(members)} {outcome}: {_names(members)}" + (f" ({_short(reason)})" if reason else ""))
+    return f"🟡 {date} " + "; ".join(parts)
+
+
+def deploy_cell(date: str, deploy: Mapping[str, Any]) -> str:
+    """The Deploy cell from the deploy plugin's record of this run's deploy of the partition."""
+    if deploy.get("refused"):
+        return f"🟡 {date} refused: {_short(str(deploy['refused']), 160)}"
+    if deploy.get("interrupted"):
+        return f"❌ {date} interrupted after {float(deploy.get('duration') or 0):.0f} s"
+    if deploy.get("ok"):
+        return f"{PASSED} {date}"
+    if deploy.get("ran"):
+        log = f" (log {deploy['log']})" if deploy.get("log") else ""
+        return f"❌ {date} exit {deploy.get('exit_code')}{log}"
+    return f"❌ {date} not run: {_short(str(deploy.get('failure') or 'the deploy could not start'), 160)}"
+
+
+def _names(results: Sequence[Result]) -> str:
+    names = list(dict.fromkeys(r.check.name for r in results))
+    more = f" +{len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else ""
+    return ", ".join(names[:MAX_NAMES]) + more
+
+
+def _short(text: str, limit: int = 80) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One partition's cells from this run (phase column → cell; absent: not covered)."""
+
+    partition: str
+    infrastructure: str
+    postmark_account: str
+    cells: dict[str, str]
+    date: str
+
+    def signoff(self) -> str:
+        """The run's date when this run made Pre-flight, Deploy and Verified all ✅."""
+        return self.date if all(self.cells.get(c, "").startswith(PASSED) for c in HEADER[3:6]) else NOT_DONE
+
+    def table_cells(self) -> list[str]:
+        phases = [self.cells.get(column, NOT_DONE) for column in HEADER[3:6]]
+        return [self.partition, self.infrastructure, self.postmark_account, *phases, self.signoff()]
+
+
+class Recorder:
+    """The controller's record of this run: expected checks, their reports, the deploys; writes at session end."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.started = datetime.now().astimezone()
+        self.date = self.started.date().isoformat()
+        self.expected: dict[str, CheckId] = {}
+        self.deselected: dict[str, CheckId] = {}
+        self.results: dict[str, Result] = {}
+        self.deploys: dict[str, dict[str, Any]] = {}
+        self.summary: list[str] = []
+        self.rows: list[Row] = []
+        self.complete = True
+
+    def expect(self, checks: Iterable[dict[str, Any]], deselected: Iterable[dict[str, Any]]) -> None:
+        self.expected.update((c["nodeid"], CheckId(**c)) for c in checks)
+        self.deselected.update((c["nodeid"], CheckId(**c)) for c in deselected)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        check = report_check(report) or self.expected.get(report.nodeid)
+        if check is None:
+            return
+        self.results.setdefault(report.nodeid, Result(check)).absorb(report)
+        for name, value in report.user_properties:
+            if name == "mailgate_deploy":
+                deploy = json.loads(value)
+                self.deploys[deploy["partition"]] = deploy
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        output = getattr(node, "workeroutput", None) or {}
+        self.expect(output.get("mailgate_checks", ()), output.get("mailgate_deselected", ()))
+
+    def ran_checks(self) -> bool:
+        return not self.config.getoption("collectonly") and bool(self.expected or self.results)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if not self.ran_checks():
+            return
+        self.complete = exitstatus != pytest.ExitCode.INTERRUPTED
+        collected = {nodeid: self.results.get(nodeid) or Result(check) for nodeid, check in self.expected.items()}
+        self.results = collected | self.results  # collection order first, then any check only a report named
+        chosen = self.config.stash.get(SELECTION, None)
+        self.rows = self._rows(chosen)
+        folder = reports_dir(self.config)
+        log = self._update_log(chosen)
+        ended = datetime.now().astimezone()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            document = self._document(chosen, ended, exitstatus, log)
+            write_atomic(folder / "signoff.json", redact(json.dumps(document, indent=2, ensure_ascii=False)).encode())
+            write_atomic(folder / "signoff.md", redact(self._markdown(ended, log)).encode())
+        except OSError as exc:
+            self.summary.append(f"sign-off NOT written to {folder}: {exc.strerror or exc}; fix --reports-dir")
+        else:
+            self.summary.append(f"sign-off: {folder / 'signoff.md'}, {folder / 'signoff.json'}")
+        if log is not None:
+            self.summary.append(log.message)
+        if not self.complete:
+            self.summary.append("sign-off is INCOMPLETE: the run was interrupted")
+
+    def _rows(self, chosen: Selection | None) -> list[Row]:
+        if chosen is None:
+            return []
+        why_not_run = "run interrupted" if not self.complete else "did not run"
+        results = [*self.results.values(), *(Result(c, "deselected") for c in self.deselected.values())]
+        rows = []
+        for target in chosen.targets:
+            deploy = self.deploys.get(target.partition)
+            undeployed = deploy is not None and not deploy.get("ok")
+            cells: dict[str, str] = {}
+            for phase, column in PHASE_COLUMN.items():
+                mine = [r for r in results if r.check.phase == phase and r.check.partition in (None, target.partition)]
+                why = why_not_run
+                if phase == "postmerge" and undeployed:
+                    mine = [Result(r.check) if r.outcome == "error" else r for r in mine]
+                    why = "not deployed"
+                cell = phase_cell(self.date, mine, why)
+                if cell is not None:
+                    cells[column] = cell_text(cell)
+            if deploy is not None:
+                cells["Deploy"] = cell_text(deploy_cell(self.date, deploy))
+            rows.append(Row(target.partition, target.infrastructure, target.postmark_account, cells, self.date))
+        return rows
+
+    def _update_log(self, chosen: Selection | None) -> LogResult | None:
+        if chosen is None or chosen.signoff_log is None:
+            return None
+        updates = [
+            RowUpdate(row.partition, row.infrastructure, row.postmark_account, row.cells, self.date)
+            for row in self.rows
+            if row.cells
+        ]
+        return update_file(chosen.signoff_log, updates)
+
+    def _document(self, chosen: Selection | None, ended: datetime, exitstatus: int, log: LogResult | None) -> dict:
+        options = {name: getattr(self.config.option, name) for name in OPTIONS if hasattr(self.config.option, name)}
+        head, head_problem = _git_head(chosen.infra_repo) if chosen else (None, "no partitions file")
+        return {
+            "complete": self.complete,
+            "exitstatus": int(exitstatus),
+            "run": {
+                "start": self.started.isoformat(timespec="seconds"),
+                "end": ended.isoformat(timespec="seconds"),
+                "date": self.date,
+                "command": shlex.join(["pytest", *self.config.invocation_params.args]),
+                "invocation_dir": str(self.config.invocation_params.dir),
+                "partitions_file": str(chosen.config.path) if chosen else None,
+                "partitions": [t.partition for t in chosen.targets] if chosen else [],
+                "infra_repo": str(chosen.infra_repo) if chosen else None,
+                "infra_head": head,
+                "infra_head_problem": head_problem,
+                "options": {name: _jsonable(value) for name, value in options.items()},
+            },
+            "rows": [dict(zip(HEADER, row.table_cells(), strict=True)) for row in self.rows],
+            "deploys": list(self.deploys.values()),
+            "log": {"path": str(log.path), "status": log.status, "message": log.message} if log else None,
+            "checks": [_check_entry(result) for result in self.results.values()],
+            "deselected": [asdict(check) for check in self.deselected.values()],
+        }
+
+    def _markdown(self, ended: datetime, log: LogResult | None) -> str:
+        command = shlex.join(["pytest", *self.config.invocation_params.args])
+        lines = [
+            "# mailgate sign-off",
+            "",
+            f"Run {self.started:%Y-%m-%d %H:%M:%S %z} to {ended:%H:%M:%S}: `{command}`",
+            "",
+        ]
+        if not self.complete:
+            lines += ["**INCOMPLETE: the run was interrupted; cells cover only the checks that finished.**", ""]
+        table = render_table([row.table_cells() for row in self.rows]).splitlines()
+        lines += table if self.rows else ["No partition was selected."]
+        failed = [r for r in self.results.values() if r.outcome in FAILED_OUTCOMES]
+        if failed:
+            lines += ["", f"## Failed ({len(failed)})", ""]
+            lines += [f"- `{r.check.nodeid}`: {_short((r.message or r.outcome).splitlines()[0], 300)}" for r in failed]
+        if log is not None:
+            lines += ["", log.message]
+        return "\n".join(lines) + "\n"
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.summary:
+            terminalreporter.write_sep("-", "mailgate sign-off")
+            for line in self.summary:
+                terminalreporter.write_line(line)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str]) -> None:
+        """The sign-off table first in the report's summary, and an INCOMPLETE banner for an interrupted run."""
+        if not self.ran_checks():
+            return
+        head = "".join(f"<th>{escape(name)}</th>" for name in HEADER)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row.table_cells()) + "</tr>" for row in self.rows
+        )
+        banner = (
+            ""
+            if self.complete
+            else '<p class="mailgate-incomplete"><strong>INCOMPLETE: the run was interrupted; '
+            "cells cover only the checks that finished.</strong></p>"
+        )
+        table = f'<h2>Sign-off</h2>{banner}<table id="mailgate-signoff"><tr>{head}</tr>{body}</table>'
+        prefix.insert(0, redact(table))
+
+
+def _check_entry(result: Result) -> dict[str, Any]:
+    evidence = ["\n".join(text.splitlines()[:MAX_EVIDENCE_LINES]) for text in result.evidence]
+    return {
+        "partition": result.check.partition,
+        "phase": result.check.phase,
+        "check": result.check.name,
+        "nodeid": result.check.nodeid,
+        "outcome": result.outcome,
+        "duration": round(result.duration, 3),
+        "message": result.message,
+        "evidence": evidence,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return redact(value) if isinstance(value, str) else value
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return redact(str(value))
+
+
+def _git_head(repo: Path) -> tuple[str | None, str | None]:
+    """The infrastructure repo's HEAD commit, or (None, why not)."""
+    if not repo.is_dir():
+        return None, f"infrastructure repo {repo} does not exist"
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"git rev-parse HEAD in {repo}: {exc}"
+    if done.returncode != 0:
+        return None, f"git rev-parse HEAD in {repo}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}"
+    return done.stdout.strip(), None
+
+
+RECORDER = pytest.StashKey[Recorder]()
+DESELECTED = pytest.StashKey[list[dict[str, Any]]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[DESELECTED] = []
+    if not hasattr(config, "workerinput"):
+        recorder = Recorder(config)
+        config.stash[RECORDER] = recorder
+        config.pluginmanager.register(recorder, "mailgate-signoff")
+
+
+def pytest_deselected(items: Sequence[pytest.Item]) -> None:
+    for item in items:
+        check = check_id(item)
+        if check is not None:
+            item.config.stash[DESELECTED].append(asdict(check))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The checks this process will run (a worker sends them to the controller with its final output)."""
+    config = session.config
+    checks = [asdict(c) for c in map(check_id, session.items) if c is not None]
+    if hasattr(config, "workerinput"):
+        config.workeroutput["mailgate_checks"] = checks  # type: ignore[attr-defined]
+        config.workeroutput["mailgate_deselected"] = config.stash[DESELECTED]  # type: ignore[attr-defined]
+    else:
+        config.stash[RECORDER].expect(checks, config.stash[DESELECTED])
