@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from plugins.observations import observer
-from plugins.partitions import item_partition, selection
+from plugins.partitions import item_partition, run_dir, selection
 from plugins.report import reports_dir
 from probes import aws, shell
 from probes.cdk import CdkError, read_context_entry
@@ -75,7 +75,10 @@ class Gate:
         self._state: dict[str, str] = {}
         self.deploys: dict[str, DeployOutcome] = {}
         self.lock = threading.Lock()
-        self.outcomes_file = Path(config.option.mailgate_run_dir, "outcomes.jsonl") if _run_dir(config) else None
+
+    @property
+    def outcomes_file(self) -> Path:
+        return run_dir(self.config) / "outcomes.jsonl"
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """A check's outcome is known at its teardown: failed if any phase failed, skipped, or passed."""
@@ -89,7 +92,7 @@ class Gate:
         if report.when != "teardown":
             return
         self.outcomes[nodeid] = self._state.pop(nodeid, "did not run")
-        if nodeid in self.shared and self.outcomes_file is not None:
+        if nodeid in self.shared:
             with self.outcomes_file.open("a") as out:
                 out.write(json.dumps({"nodeid": nodeid, "outcome": self.outcomes[nodeid]}) + "\n")
 
@@ -110,7 +113,7 @@ class Gate:
         deadline = time.monotonic() + GATE_WAIT
         while True:
             known = dict(self.outcomes)
-            if self.outcomes_file is not None and self.outcomes_file.exists():
+            if self.outcomes_file.exists():
                 for line in self.outcomes_file.read_text().splitlines():
                     entry = json.loads(line)
                     known.setdefault(entry["nodeid"], entry["outcome"])
@@ -122,20 +125,12 @@ class Gate:
 GATE = pytest.StashKey[Gate]()
 
 
-def _run_dir(config: pytest.Config) -> str | None:
-    return getattr(config.option, "mailgate_run_dir", None)
-
-
 def _name(nodeid: str) -> str:
     return nodeid.rsplit("::", 1)[-1]
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("deploy") and not hasattr(config, "workerinput"):
-        run_dir = reports_dir(config) / ".run" / f"{os.getpid()}-{int(time.time() * 1000)}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.option.mailgate_run_dir = str(run_dir)
     gate = Gate(config)
     config.stash[GATE] = gate
     config.pluginmanager.register(gate, "mailgate-deploy-gate")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import pickle
 import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
-from plugins.partitions import Selection, item_partition, selection
+from plugins.partitions import Selection, item_partition, run_dir, selection
 from probes import dns
 from probes.config import Target
 from probes.observe import Credentials, PartitionObservation, Settings, observe_all
@@ -63,19 +65,33 @@ class Observer:
         self._lock = threading.Lock()
 
     def get(self, target: Target, batch: bool) -> PartitionObservation:
-        """The partition's observation; with `batch`, gather every partition of this run not seen yet."""
+        """The partition's observation; with `batch`, every partition of this run is gathered once, together,
+        by whichever process (xdist worker) asks first, and shared with the others through the run directory."""
         with self._lock:
             if target.partition not in self._seen:
-                wanted = self._pending(target) if batch else [target]
-                self._seen.update(observe_all(wanted, self.settings, self.credentials))
+                if batch:
+                    self._seen.update(self._shared(target))
+                else:
+                    self._seen.update(observe_all([target], self.settings, self.credentials))
             return self._seen[target.partition]
 
-    def _pending(self, target: Target) -> list[Target]:
+    def _shared(self, target: Target) -> dict[str, PartitionObservation]:
+        shared = run_dir(self._config) / "observations.pickle"
+        with (run_dir(self._config) / "observations.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            found: dict[str, PartitionObservation] = pickle.loads(shared.read_bytes()) if shared.exists() else {}
+            if target.partition not in found:
+                found.update(observe_all(self._pending(target, found), self.settings, self.credentials))
+                tmp = shared.with_suffix(".tmp")
+                tmp.write_bytes(pickle.dumps(found))
+                tmp.replace(shared)
+        return found
+
+    def _pending(self, target: Target, found: dict[str, PartitionObservation]) -> list[Target]:
+        """The target plus every selected partition this run has postmerge checks for and nobody observed yet."""
         session_items = getattr(self._config, "_mailgate_items", ())
         names = {item_partition(item) for item in session_items if item.get_closest_marker("postmerge")}
-        return [
-            t for t in self._chosen.targets if t == target or (t.partition in names and t.partition not in self._seen)
-        ]
+        return [t for t in self._chosen.targets if t == target or (t.partition in names and t.partition not in found)]
 
     def settle_dns(
         self, observation: PartitionObservation, judge: Callable[[dns.ZoneObservation], list[str]]
@@ -121,7 +137,7 @@ def observer(config: pytest.Config) -> Observer:
 @pytest.fixture
 def observed(partition: Target, deployed: object, request: pytest.FixtureRequest) -> PartitionObservation:
     """The partition as the world shows it now (after this run's deploy, when there was one)."""
-    batch = not request.config.getoption("deploy", False) and not hasattr(request.config, "workerinput")
+    batch = not request.config.getoption("deploy", False)
     return observer(request.config).get(partition, batch)
 
 

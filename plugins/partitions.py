@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ class Selection:
 
 SELECTION = pytest.StashKey[Selection]()
 SHARED_GROUP = "mailgate-shared"
+WORKER_KEY = "mailgate"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -90,10 +93,28 @@ def partitions_file(config: pytest.Config) -> Path:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
+    shared = getattr(config, "workerinput", {}).get(WORKER_KEY)
+    if shared is not None:  # an xdist worker: the controller's run directory and partitions file
+        config.option.mailgate_run_dir = shared["run_dir"]
+        config.option.partitions_file = shared["partitions_file"]
+    else:
+        run_dir = tempfile.mkdtemp(prefix="mailgate-run-")
+        config.option.mailgate_run_dir = run_dir
+        config.add_cleanup(lambda: shutil.rmtree(run_dir, ignore_errors=True))
     path = partitions_file(config)
     if not config.getoption("partitions_file") and not path.exists():
         return  # not a mailgate directory; a test that needs a partition says so at collection
     config.stash[SELECTION] = _select(config, path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: object) -> None:
+    """xdist: hand each worker what the controller decided at configure time (it does not forward options)."""
+    config = node.config  # type: ignore[attr-defined]
+    node.workerinput[WORKER_KEY] = {  # type: ignore[attr-defined]
+        "run_dir": config.option.mailgate_run_dir,
+        "partitions_file": str(partitions_file(config)) if SELECTION in config.stash else None,
+    }
 
 
 def _select(config: pytest.Config, path: Path) -> Selection:
@@ -151,6 +172,11 @@ def _item_target(item: pytest.Item) -> Target | None:
     callspec = getattr(item, "callspec", None)
     value = callspec.params.get("partition") if callspec is not None else None
     return value if isinstance(value, Target) else None
+
+
+def run_dir(config: pytest.Config) -> Path:
+    """A directory this run's processes (xdist controller and workers) share, removed at the end."""
+    return Path(config.option.mailgate_run_dir)
 
 
 def item_partition(item: pytest.Item) -> str | None:

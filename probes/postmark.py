@@ -18,7 +18,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import Any, Self
 from urllib.parse import urlencode
 
@@ -85,7 +84,7 @@ class Domain:
             return_path_domain=_field(data, "ReturnPathDomain", str),
             return_path_verified=_field(data, "ReturnPathDomainVerified", bool),
             return_path_cname_value=_field(data, "ReturnPathDomainCNAMEValue", str),
-            raw=MappingProxyType(dict(data)),
+            raw=dict(data),
         )
 
     @property

@@ -41,6 +41,16 @@ CHILD_NAMESERVERS = (
 )
 PARENT_NAMESERVERS = ("ns-301.awsdns-37.com.", "ns-1602.awsdns-08.co.uk.")
 UNSET_ENV = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+INSTANCE_FILE = """import {{ synthPartitionMail }} from "../../partition-mail/app";
+
+synthPartitionMail({{
+  infrastructure: "{infra}",
+  partition: "{partition}",
+  account: "{account}",
+  region: "{region}",
+  parentDomain: "{domain}",
+}});
+"""
 INFRA_IGNORED = ("node_modules", "dist", "cdk.out", ".git")
 
 
@@ -120,7 +130,7 @@ class World:
         self.tokens = {account: str(uuid.uuid4()) for account in source.file.postmark.accounts}
         self.postmark = PostmarkFake(self.tokens, dns=("127.0.0.1", self.dns.port), verify_delay=self._verify_delay)
         self.postmark.start()
-        infra_repo = self._copy_infra()
+        infra_repo = self._copy_infra(source)
         partitions_file = self._write_partitions(source, infra_repo)
         config = load(partitions_file)
         self._write_aws_config(config)
@@ -208,7 +218,15 @@ class World:
                 zones.append(Zone(zone.name, records))
         return zones
 
-    def _copy_infra(self) -> Path:
+    def _extras(self, source: Config) -> dict[str, tuple[str, str]]:
+        """Extra partitions p01..pNN (benchmarks, load tests): name -> (infrastructure, Postmark account)."""
+        infras, accounts = list(source.file.infrastructures), source.file.postmark.accounts
+        return {
+            f"p{i:02d}": (infras[i % len(infras)], accounts[i % len(accounts)])
+            for i in range(1, self.extra_partitions + 1)
+        }
+
+    def _copy_infra(self, source: Config) -> Path:
         """A private git copy of the sandbox CDK app (deploys write cdk.context.json into it)."""
         target = self.state_dir / "infra"
         if target.exists():
@@ -217,6 +235,17 @@ class World:
         modules = INFRA_SOURCE / "node_modules"
         if modules.exists():
             (target / "node_modules").symlink_to(modules, target_is_directory=True)
+        for name, (infra, _) in self._extras(source).items():
+            instance = target / "src" / "main" / "cdk" / "instances" / infra / f"{name}.ts"
+            instance.write_text(
+                INSTANCE_FILE.format(
+                    infra=infra,
+                    partition=name,
+                    account=source.file.infrastructures[infra].account,
+                    region=source.file.region,
+                    domain=source.file.domain,
+                )
+            )
         git = ["git", "-c", "user.name=mailgate sandbox", "-c", "user.email=sandbox@mailgate.invalid"]
         subprocess.run([*git, "init", "-q", "-b", "main"], cwd=target, check=True)
         (target / ".git" / "info" / "exclude").write_text("node_modules\ndist\ncdk.out*\n")
@@ -233,13 +262,11 @@ class World:
 
     def _write_partitions(self, source: Config, infra_repo: Path) -> Path:
         data: dict[str, Any] = yaml.safe_load(source.path.read_text())
-        for index in range(1, self.extra_partitions + 1):
-            infra = list(data["infrastructures"])[index % len(data["infrastructures"])]
-            account = data["postmark"]["accounts"][index % len(data["postmark"]["accounts"])]
-            data["partitions"][f"p{index:02d}"] = {
+        for name, (infra, account) in self._extras(source).items():
+            data["partitions"][name] = {
                 "infrastructure": infra,
                 "postmark_account": account,
-                "credential": f"op://Sandbox/Postmark-p{index:02d}/credential",
+                "credential": f"op://Sandbox/Postmark-{name}/credential",
             }
         python = shlex.quote(sys.executable)
         data["dns"] = {**data["dns"], "resolvers": [f"127.0.0.1:{self.dns.port}"], "nameserver_port": self.dns.port}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 CHECKS = (
@@ -71,3 +73,37 @@ def test_undeployed_partition_fails_every_check_with_its_cause(scenarios, mailga
     assert run.failed() == {f"{check}[dev]" for check in CHECKS}
     assert "stack Alpha002-dev-Email does not exist" in run.messages["test_stack_status[dev]"]
     assert "has no entry partitionMail:Alpha002:dev" in run.messages["test_dkim[dev]"]
+
+
+def test_four_partitions_under_xdist_match_the_single_process_verdicts(
+    scenarios, pytester: pytest.Pytester, tmp_path
+) -> None:
+    """-n 4 across four partitions: the same verdicts, and Postmark asked once per partition, not per worker."""
+    for name in ("dev", "stage", "demo", "prod"):
+        scenarios.seed(name, defects=["two-spf"] if name == "demo" else ())
+    root = Path(__file__).resolve().parents[1]
+    result = pytester.runpytest_subprocess(
+        "--rootdir",
+        str(root),
+        "-c",
+        str(root / "pyproject.toml"),
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        "4",
+        "--partitions-file",
+        scenarios.world.info.partitions_file,
+        "--reports-dir",
+        str(tmp_path / "reports"),
+        "-m",
+        "postmerge",
+        "-rA",
+        str(root / "tests_postmerge"),
+    )
+    out = result.stdout.str()
+    passed = {line.split("::")[-1] for line in out.splitlines() if line.startswith("PASSED")}
+    failed = {line.split("::")[-1].split(" ")[0] for line in out.splitlines() if line.startswith("FAILED")}
+    assert failed == {"test_spf[demo]"}, out[-3000:]
+    assert passed == {f"{c}[{p}]" for c in CHECKS for p in ("dev", "stage", "demo", "prod")} - failed
+    listings = [c for c in scenarios.world.postmark.calls if c.method == "GET" and c.path.lower() == "/domains"]
+    assert len(listings) == 4, f"expected one domain listing per partition, saw {len(listings)}"
