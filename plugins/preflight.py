@@ -23,6 +23,7 @@ KIND_ORDER = ("code", "synth", "access", "diff")
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mailgate")
     group.addoption("--expect-head", metavar="SHA", help="the infra repo's HEAD must be this commit (the PR head)")
+    group.addoption("--allow-modify", action="store_true", help="let a production partition's diff modify resources")
     group.addoption(
         "--command-timeout", metavar="SECONDS", type=float, default=1800.0, help="limit for build/lint/test/synth/diff"
     )
@@ -62,14 +63,15 @@ class InfraRunner:
         self._lock = threading.Lock()
         self._serial = threading.Lock()
 
-    def command(self, name: str, target: Target | None = None, out: Path | None = None) -> shell.CommandResult:
+    def command(
+        self, name: str, target: Target | None = None, out: Path | None = None, tail_lines: int = 30
+    ) -> shell.CommandResult:
         template = getattr(self.chosen.config.file.infra, name)
         values = target.command_vars(out=shlex.quote(str(out)) if out else "") if target else {}
         line = template.format(**values) if target else template
         suffix = f"-{target.infrastructure}-{target.partition}" if target else ""
-        return shell.run(
-            line, cwd=self.chosen.infra_repo, log_path=self.logs / f"{name}{suffix}.log", timeout=self.timeout
-        )
+        log = self.logs / f"{name}{suffix}.log"
+        return shell.run(line, cwd=self.chosen.infra_repo, log_path=log, timeout=self.timeout, tail_lines=tail_lines)
 
     def synth(self, target: Target, overlap: tuple[Target, ...]) -> Synth:
         """This partition's synth; the first call also starts those of `overlap`, so synths run side by side."""

@@ -25,10 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     deploy = commands.add_parser("deploy", help="the sandbox's amm.sh: deploy one partition into the running world")
     deploy.add_argument("infrastructure")
     deploy.add_argument("partition")
-    diff = commands.add_parser("diff", help="cdk diff of a synthesized assembly against the deployed stack")
+    diff = commands.add_parser("diff", help="cdk diff of a fresh synth against the deployed stack")
     diff.add_argument("infrastructure")
     diff.add_argument("partition")
-    diff.add_argument("assembly", type=Path)
     commands.add_parser("demo", help="preflight, gated deploy and postmerge of every partition in a fresh world")
     args = parser.parse_args(argv)
     try:
@@ -55,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "diff":
         from sandbox.diff import diff
 
-        return diff(args.infrastructure, args.partition, args.assembly)
+        return diff(args.infrastructure, args.partition)
     return _demo()
 
 

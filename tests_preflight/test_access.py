@@ -1,0 +1,57 @@
+"""The operator can reach each partition's world: the AWS profile lands in the right account, the token works."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from plugins.observations import Observer
+from plugins.partitions import Selection
+from plugins.report import Evidence
+from probes import aws, postmark
+from probes.config import Target
+from probes.secrets import CredentialError
+
+pytestmark = [pytest.mark.preflight, pytest.mark.access]
+
+
+def test_aws_identity(partition: Target, evidence: Evidence) -> None:
+    identity = aws.identity(partition.profile, partition.region)
+    evidence.add(
+        f"sts get-caller-identity --profile {partition.profile}", [f"account {identity.account}", f"arn {identity.arn}"]
+    )
+    assert identity.problem is None, identity.problem.message
+    assert identity.account == partition.account, (
+        f"profile {partition.profile} lands in account {identity.account} ({identity.arn}), expected "
+        f"{partition.account} ({partition.infrastructure}): fix the profile in the AWS config or partitions.yaml"
+    )
+
+
+def test_postmark_credential(
+    partition: Target, mailgate: Selection, mailgate_observer: Observer, evidence: Evidence
+) -> None:
+    try:
+        token = mailgate_observer.credentials.get(partition.credential)
+    except CredentialError as exc:
+        pytest.fail(f"Postmark token of {partition.postmark_account}: {exc}", pytrace=False)
+    evidence.add(f"credential {partition.credential}", "resolved to a non-empty value (not shown)")
+
+    async def authenticate() -> postmark.Domain | None:
+        async with postmark.PostmarkClient(
+            mailgate.postmark_api_url, token, account=partition.postmark_account, max_retries=2
+        ) as client:
+            return await client.find_domain(partition.zone)
+
+    try:
+        domain = asyncio.run(authenticate())
+    except postmark.PostmarkError as exc:
+        pytest.fail(
+            f"the token of {partition.postmark_account} does not work at {mailgate.postmark_api_url}: {exc}",
+            pytrace=False,
+        )
+    registered = f"registered (ID {domain.id})" if domain else "not registered yet"
+    evidence.add(
+        f"Postmark {mailgate.postmark_api_url} account {partition.postmark_account}",
+        f"token accepted; {partition.zone} {registered}",
+    )
