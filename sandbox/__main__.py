@@ -6,7 +6,6 @@ import argparse
 import os
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -99,25 +98,24 @@ def _demo() -> int:
     """The README's main job: every partition through preflight, the gated deploy and postmerge."""
     import pytest
 
-    with tempfile.TemporaryDirectory(prefix="mailgate-demo-"):
-        return int(
-            pytest.main(
-                [
-                    "--rootdir",
-                    str(ROOT),
-                    "-c",
-                    str(ROOT / "pyproject.toml"),
-                    "--sandbox",
-                    "--deploy",
-                    "--confirm-production",
-                    "prod",
-                    "-p",
-                    "no:cacheprovider",
-                    str(ROOT / "tests_preflight"),
-                    str(ROOT / "tests_postmerge"),
-                ]
-            )
+    return int(
+        pytest.main(
+            [
+                "--rootdir",
+                str(ROOT),
+                "-c",
+                str(ROOT / "pyproject.toml"),
+                "-p",
+                "no:cacheprovider",
+                "--sandbox",
+                "--deploy",
+                "--confirm-production",
+                "prod",
+                str(ROOT / "tests_preflight"),
+                str(ROOT / "tests_postmerge"),
+            ]
         )
+    )
 
 
 if __name__ == "__main__":
