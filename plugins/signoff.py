@@ -177,6 +177,7 @@ class Recorder:
         self.deselected: dict[str, CheckId] = {}
         self.results: dict[str, Result] = {}
         self.deploys: dict[str, dict[str, Any]] = {}
+        self.unclaimed: list[pytest.TestReport] = []
         self.summary: list[str] = []
         self.rows: list[Row] = []
         self.complete = True
@@ -188,7 +189,12 @@ class Recorder:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         check = report_check(report) or self.expected.get(report.nodeid)
         if check is None:
+            if report.failed:  # e.g. xdist's report for the item of a crashed worker: claimed once checks are known
+                self.unclaimed.append(report)
             return
+        self._absorb(check, report)
+
+    def _absorb(self, check: CheckId, report: pytest.TestReport) -> None:
         self.results.setdefault(report.nodeid, Result(check)).absorb(report)
         for name, value in report.user_properties:
             if name == "mailgate_deploy":
@@ -207,6 +213,9 @@ class Recorder:
         if not self.ran_checks():
             return
         self.complete = exitstatus != pytest.ExitCode.INTERRUPTED
+        for report in self.unclaimed:
+            if report.nodeid in self.expected:
+                self._absorb(self.expected[report.nodeid], report)
         collected = {nodeid: self.results.get(nodeid) or Result(check) for nodeid, check in self.expected.items()}
         self.results = collected | self.results  # collection order first, then any check only a report named
         chosen = self.config.stash.get(SELECTION, None)

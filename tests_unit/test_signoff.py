@@ -6,8 +6,11 @@ import json
 import subprocess
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+from plugins.signoff import RECORDER
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG = (Path(__file__).parent / "data" / "execution-log.md").read_text(encoding="utf-8")
@@ -23,10 +26,12 @@ OLD_ROWS = {
 NAMES = {"dev": "Alpha002 | PostmarkNonProd", "stage": "Alpha002 | PostmarkNonProd"}
 NAMES |= {"demo": "Alpha001 | PostmarkProd", "prod": "Alpha001 | PostmarkProd"}
 
-# Fabricated checks: PLAN says what each does ("fail", "skip:<reason>", "interrupt"; default pass); DEPLOYS is
+# Fabricated checks: PLAN says what each does ("fail", "skip:<reason>", "interrupt", "crash"; default pass); DEPLOYS is
 # what the deploy plugin would record for a partition (its fixture errors the postmerge checks when not ok).
 CHECKS = {
     "tests_preflight/test_pre.py": """
+import os
+
 import pytest
 from probes.secrets import Secret
 
@@ -41,6 +46,8 @@ def act(key, evidence):
     evidence.add(f"observed for {{key}}", [f"X-Postmark-Account-Token: {{TOKEN.reveal()}}", "answer: ok"])
     if what == "interrupt":
         raise KeyboardInterrupt
+    if what == "crash":
+        os._exit(3)
     if what.startswith("skip:"):
         pytest.skip(what[5:])
     assert what != "fail", f"{{key}}: expected exit 0 with token {{TOKEN.reveal()}}, saw exit 1"
@@ -352,3 +359,18 @@ def test_under_xdist_rows_are_complete_sorted_and_secret_free(project: pytest.Py
     assert leaks == []
     assert CANARY not in result.stdout.str() + result.stderr.str()
     assert "****" in (project.path / "out" / "signoff.json").read_text(encoding="utf-8")
+
+
+def test_report_of_a_crashed_worker_counts_even_before_the_checks_are_known(pytester: pytest.Pytester) -> None:
+    """xdist reports a crashed worker's item untagged, maybe before any worker has listed its checks."""
+    pytester.makefile(".yaml", partitions=(ROOT / "partitions.yaml").read_text())
+    config = pytester.parseconfigure(*PLUGINS, "--reports-dir", "out", "--partition", "prod")
+    recorder = config.stash[RECORDER]
+    nodeid = "tests_preflight/test_pre.py::test_access[prod]"
+    where = ("tests_preflight/test_pre.py", None, "tests_preflight/test_pre.py")
+    crash = pytest.TestReport(nodeid, where, {}, "failed", "worker 'gw0' crashed", "???")  # type: ignore[arg-type]
+    recorder.pytest_runtest_logreport(crash)
+    check = {"nodeid": nodeid, "partition": "prod", "phase": "preflight", "name": "test_access"}
+    recorder.pytest_testnodedown(SimpleNamespace(workeroutput={"mailgate_checks": [check]}), None)
+    recorder.pytest_sessionfinish(pytest.Session.from_config(config), pytest.ExitCode.TESTS_FAILED)
+    assert _md_rows(pytester) == {"prod": [f"❌ {TODAY} 1 failed: test_access", "—", "—", "—"]}
