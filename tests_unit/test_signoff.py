@@ -255,18 +255,26 @@ def test_json_records_the_run_and_every_check(project: pytest.Pytester) -> None:
     assert checks["tests_postmerge/test_post.py::test_dmarc[dev]"]["phase"] == "postmerge"
 
 
-def test_realistic_log_changes_only_in_the_expected_cells(project: pytest.Pytester) -> None:
-    result = _run(project, plan={"test_synth[stage]": "fail"}, deploys={"prod": REFUSED, "dev": OK})
+MIXED = {"plan": {"test_synth[stage]": "fail"}, "deploys": {"prod": REFUSED, "dev": OK}}
+
+
+def _mixed_log() -> str:
+    """The realistic log after a full run of MIXED: which cells change, and to what."""
+    rows = {
+        "dev": (f"✅ {TODAY}", f"✅ {TODAY}", f"✅ {TODAY}", TODAY),
+        "stage": (f"❌ {TODAY} 1 failed: test_synth", "✅ 2026-05-26", f"✅ {TODAY}", "—"),
+        "demo": (f"✅ {TODAY}", "✅ 2026-05-26", f"✅ {TODAY}", TODAY),
+        "prod": (f"✅ {TODAY}", f"🟡 {TODAY} refused: {REFUSED['refused']}", "✅ 2026-05-26", "—"),
+    }
     expected = LOG
-    expected = expected.replace(OLD_ROWS["dev"], _log_row("dev", *[f"✅ {TODAY}"] * 3, TODAY))
-    stage = _log_row("stage", f"❌ {TODAY} 1 failed: test_synth", "✅ 2026-05-26", f"✅ {TODAY}", "—")
-    expected = expected.replace(OLD_ROWS["stage"], stage)
-    expected = expected.replace(
-        OLD_ROWS["demo"], _log_row("demo", f"✅ {TODAY}", "✅ 2026-05-26", f"✅ {TODAY}", TODAY)
-    )
-    prod = _log_row("prod", f"✅ {TODAY}", f"🟡 {TODAY} refused: {REFUSED['refused']}", "✅ 2026-05-26", "—")
-    expected = expected.replace(OLD_ROWS["prod"], prod)
-    assert (project.path / "log.md").read_bytes() == expected.encode()
+    for partition, cells in rows.items():
+        expected = expected.replace(OLD_ROWS[partition], _log_row(partition, *cells))
+    return expected
+
+
+def test_realistic_log_changes_only_in_the_expected_cells(project: pytest.Pytester) -> None:
+    result = _run(project, **MIXED)
+    assert (project.path / "log.md").read_bytes() == _mixed_log().encode()
     result.stdout.fnmatch_lines([f"execution log {project.path / 'log.md'}: updated dev, stage, demo, prod"])
 
 
@@ -341,7 +349,7 @@ def test_interrupted_run_is_marked_incomplete(project: pytest.Pytester) -> None:
 
 def test_under_xdist_rows_are_complete_sorted_and_secret_free(project: pytest.Pytester) -> None:
     """Two workers, results arriving in any order: the same rows, the same log bytes, no token anywhere."""
-    result = _run(project, plan={"test_synth[stage]": "fail"}, deploys={"prod": REFUSED, "dev": OK}, xdist=True)
+    result = _run(project, **MIXED, xdist=True)
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
     rows = _md_rows(project)
     assert list(rows) == list(PARTITIONS)
@@ -351,8 +359,7 @@ def test_under_xdist_rows_are_complete_sorted_and_secret_free(project: pytest.Py
     document = json.loads((project.path / "out" / "signoff.json").read_text(encoding="utf-8"))
     assert len(document["checks"]) == 1 + 2 * 4 + 2 * 4
     assert all(c["outcome"] != "not run" for c in document["checks"])
-    log = (project.path / "log.md").read_text(encoding="utf-8")
-    assert _log_row("stage", f"❌ {TODAY} 1 failed: test_synth", "✅ 2026-05-26", f"✅ {TODAY}", "—") in log
+    assert (project.path / "log.md").read_bytes() == _mixed_log().encode()
     written = [p for p in (project.path / "out").iterdir() if p.is_file()] + [project.path / "log.md"]
     assert {p.suffix for p in written} == {".json", ".md", ".html", ".xml"}
     leaks = [p.name for p in written if CANARY.encode() in p.read_bytes()]
