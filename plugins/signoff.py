@@ -181,6 +181,13 @@ class Recorder:
         self.summary: list[str] = []
         self.rows: list[Row] = []
         self.complete = True
+        self.head: tuple[str | None, str | None] = (None, "no partitions file")
+
+    def pytest_sessionstart(self) -> None:
+        """The infrastructure repo's HEAD as the checks find it (a deploy may commit to it later)."""
+        chosen = self.config.stash.get(SELECTION, None)
+        if chosen is not None:
+            self.head = _git_head(chosen.infra_repo)
 
     def expect(self, checks: Iterable[dict[str, Any]], deselected: Iterable[dict[str, Any]]) -> None:
         self.expected.update((c["nodeid"], CheckId(**c)) for c in checks)
@@ -273,7 +280,8 @@ class Recorder:
 
     def _document(self, chosen: Selection | None, ended: datetime, exitstatus: int, log: LogResult | None) -> dict:
         options = {name: getattr(self.config.option, name) for name in OPTIONS if hasattr(self.config.option, name)}
-        head, head_problem = _git_head(chosen.infra_repo) if chosen else (None, "no partitions file")
+        head, head_problem = self.head
+        head_at_end = _git_head(chosen.infra_repo)[0] if chosen else None
         return {
             "complete": self.complete,
             "exitstatus": int(exitstatus),
@@ -288,6 +296,7 @@ class Recorder:
                 "infra_repo": str(chosen.infra_repo) if chosen else None,
                 "infra_head": head,
                 "infra_head_problem": head_problem,
+                "infra_head_at_end": head_at_end,
                 "options": {name: _jsonable(value) for name, value in options.items()},
             },
             "rows": [dict(zip(HEADER, row.table_cells(), strict=True)) for row in self.rows],

@@ -236,7 +236,7 @@ def test_json_records_the_run_and_every_check(project: pytest.Pytester) -> None:
     assert run["command"].startswith(f"pytest {' '.join(PLUGINS)} --reports-dir out --signoff-log log.md --infra-repo")
     assert run["partitions_file"] == str(project.path / "partitions.yaml")
     assert run["partitions"] == ["dev", "prod"]
-    assert (run["infra_head"], run["infra_head_problem"]) == (head, None)
+    assert (run["infra_head"], run["infra_head_problem"], run["infra_head_at_end"]) == (head, None, head)
     assert run["options"]["partition"] == "dev,prod"
     assert run["date"] == TODAY
     assert run["start"] <= run["end"]
