@@ -21,6 +21,9 @@ EXPORT_NAMES: tuple[str, ...] = (
 )
 MAX_FILE_BYTES = 1_000_000
 MAX_NODES = 50_000
+MAX_DEPTH = 32  # the real file nests 4 levels deep
+MAX_NUMBER_CHARS = 100
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 ResourceType = Annotated[str, Field(pattern=r"^[A-Za-z0-9]+::[A-Za-z0-9]+::[A-Za-z0-9]+$")]
@@ -129,9 +132,7 @@ class ConfigFile(_Strict):
     def _references_exist(self) -> ConfigFile:
         for name, spec in self.partitions.items():
             if spec.infrastructure not in self.infrastructures:
-                raise _RefError(
-                    ("partitions", name, "infrastructure"), spec.infrastructure, list(self.infrastructures)
-                )
+                raise _RefError(("partitions", name, "infrastructure"), spec.infrastructure, list(self.infrastructures))
             if spec.postmark_account not in self.postmark.accounts:
                 raise _RefError(
                     ("partitions", name, "postmark_account"), spec.postmark_account, list(self.postmark.accounts)
@@ -284,13 +285,10 @@ def _parse_yaml(path: Path, raw: bytes) -> tuple[Any, dict[tuple[str, ...], int]
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     try:
+        _check_depth(path, text)
         node = yaml.compose(text, Loader=_LineLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: YAML syntax error: {exc.problem}; fix the YAML at that line") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML error: {exc}") from None
+        raise _yaml_error(path, text, exc) from None
     if node is None:
         raise ConfigError(f"{path}: the file is empty; it needs domain, infrastructures and partitions")
     lines: dict[tuple[str, ...], int] = {}
@@ -298,22 +296,63 @@ def _parse_yaml(path: Path, raw: bytes) -> tuple[Any, dict[tuple[str, ...], int]
     try:
         data = _LineLoader(text).construct_document(node)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML error: {exc}") from None
+        raise _yaml_error(path, text, exc) from None
     return data, lines
+
+
+def _check_depth(path: Path, text: str) -> None:
+    """Refuse deep nesting from the parser's events (iterative), before the recursive composer sees it."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_LineLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(
+                    f"{path}:{event.start_mark.line + 1}: YAML nested more than {MAX_DEPTH} levels deep; "
+                    "a partitions file is a few levels deep"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> ConfigError:
+    """One line for any PyYAML error (their own text spans lines and quotes the source)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f":{mark.line + 1}" if mark is not None else ""
+        what = " ".join(str(exc.problem or exc.context or "unreadable YAML").split())
+        return ConfigError(f"{path}{where}: YAML syntax error: {what}; fix the YAML at that line")
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        return ConfigError(
+            f"{path}:{line}: character {chr(exc.character)!r} is not allowed in YAML ({exc.reason}); remove it"
+        )
+    return ConfigError(f"{path}: YAML error: {' '.join(str(exc).split())}")
 
 
 def _walk(path: Path, node: yaml.Node, at: tuple[str, ...], lines: dict[tuple[str, ...], int], seen: list[int]) -> None:
     seen[0] += 1
     if seen[0] > MAX_NODES:
         raise ConfigError(f"{path}: more than {MAX_NODES} YAML nodes (an alias bomb?); a partitions file is small")
-    lines.setdefault(at, node.start_mark.line + 1)
+    line = node.start_mark.line + 1
+    if len(at) > MAX_DEPTH:
+        raise ConfigError(
+            f"{path}:{line}: YAML nested more than {MAX_DEPTH} levels deep (a recursive anchor?); "
+            "a partitions file is a few levels deep"
+        )
+    lines.setdefault(at, line)
+    if isinstance(node, yaml.ScalarNode) and node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
+        raise ConfigError(
+            f"{path}:{line}: {_dotted(at)}: a number {len(node.value)} characters long; "
+            "no setting needs more than a few digits"
+        )
     if isinstance(node, yaml.MappingNode):
         keys: set[str] = set()
         for key_node, value_node in node.value:
             key = str(key_node.value)
             if key in keys:
                 raise ConfigError(
-                    f"{path}:{key_node.start_mark.line + 1}: {'.'.join((*at, key))}: duplicate key; keep one"
+                    f"{path}:{key_node.start_mark.line + 1}: {_dotted((*at, key))}: duplicate key; keep one"
                 )
             keys.add(key)
             lines[(*at, key)] = key_node.start_mark.line + 1
@@ -351,7 +390,13 @@ def _first_error(path: Path, lines: dict[tuple[str, ...], int], exc: ValidationE
 def _located(path: Path, lines: dict[tuple[str, ...], int], loc: tuple[str, ...], message: str) -> str:
     line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
     where = f"{path}:{line}" if line else str(path)
-    return f"{where}: {'.'.join(loc) or '(top level)'}: {message}"
+    return f"{where}: {_dotted(loc)}: {message}"
+
+
+def _dotted(loc: tuple[str, ...]) -> str:
+    """A key path for a message: `partitions.dev.credential`; odd keys (newlines, huge) shown as short reprs."""
+    parts = [part if part.isprintable() and 0 < len(part) <= 60 else _short(part) for part in loc]
+    return ".".join(parts) or "(top level)"
 
 
 def _allowed_keys(parent: tuple[str, ...]) -> list[str]:
