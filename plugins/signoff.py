@@ -374,18 +374,26 @@ def _jsonable(value: Any) -> Any:
 
 
 def _git_head(repo: Path) -> tuple[str | None, str | None]:
-    """The infrastructure repo's HEAD commit, or (None, why not)."""
+    """The infrastructure repo's HEAD commit, or (None, why not); a folder inside another repo is not one."""
     if not repo.is_dir():
         return None, f"infrastructure repo {repo} does not exist"
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=30, check=False
+            ["git", "rev-parse", "--show-toplevel", "HEAD"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"git rev-parse HEAD in {repo}: {exc}"
     if done.returncode != 0:
         return None, f"git rev-parse HEAD in {repo}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}"
-    return done.stdout.strip(), None
+    top, head = done.stdout.split()
+    if Path(top).resolve() != repo.resolve():
+        return None, f"infrastructure repo {repo} is not a git repository (inside {top})"
+    return head, None
 
 
 RECORDER = pytest.StashKey[Recorder]()

@@ -253,6 +253,11 @@ def test_json_records_the_run_and_every_check(project: pytest.Pytester) -> None:
     build = checks["tests_preflight/test_pre.py::test_build"]
     assert (build["partition"], build["outcome"]) == (None, "passed")
     assert checks["tests_postmerge/test_post.py::test_dmarc[dev]"]["phase"] == "postmerge"
+    (infra / "sub").mkdir()
+    _run(project, "--infra-repo", "infra/sub", "--partition", "dev")
+    run = json.loads((project.path / "out" / "signoff.json").read_text(encoding="utf-8"))["run"]
+    assert run["infra_head"] is None
+    assert run["infra_head_problem"] == f"infrastructure repo {infra / 'sub'} is not a git repository (inside {infra})"
 
 
 MIXED = {"plan": {"test_synth[stage]": "fail"}, "deploys": {"prod": REFUSED, "dev": OK}}
