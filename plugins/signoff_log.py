@@ -157,7 +157,7 @@ def _cells(line: str) -> list[tuple[int, int, str]]:
     for bound in bounds:
         cells.append((start, bound, line[start:bound]))
         start = bound + 1
-    if not stripped.endswith("|") or (stripped.endswith("\\|")):
+    if not stripped.endswith("|") or stripped.endswith("\\|"):
         cells.append((start, len(line), line[start:]))
     return cells
 
@@ -167,7 +167,7 @@ def _names(line: str) -> list[str]:
 
 
 def _is_delimiter(line: str, count: int | None = None) -> bool:
-    if "-" not in line or ("|" not in line and count != 1):
+    if "-" not in line or "|" not in line:
         return False
     names = _names(line)
     return all(_DELIMITER_CELL.match(name) for name in names) and (count is None or len(names) == count)
