@@ -18,7 +18,8 @@ from botocore.config import Config as BotoConfig
 HEALTHY_STACK = ("CREATE_COMPLETE", "UPDATE_COMPLETE")
 _CLIENTS: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
-_BOTO = BotoConfig(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=20)
+# total_max_attempts counts the first request; a Config's max_attempts would count retries only (5 requests)
+_BOTO = BotoConfig(retries={"mode": "standard", "total_max_attempts": 4}, connect_timeout=5, read_timeout=20)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,11 @@ def stack(profile: str, region: str, name: str) -> Stack:
         status = found["StackStatus"]
         failure = None if status in HEALTHY_STACK else _last_failure(cfn, name)
     except Exception as exc:
-        problem = classify(exc, profile, missing=f"stack {name} does not exist in {region} for profile {profile}")
+        missing = (
+            f"stack {name} does not exist in {region} for profile {profile}: deploy the partition "
+            "(or check the profile's account and the region)"
+        )
+        problem = classify(exc, profile, missing=missing)
         return Stack(profile, region, name, None, None, (), None, problem, time.monotonic() - started)
     outputs = tuple(
         Output(o["OutputKey"], o.get("OutputValue", ""), o.get("ExportName")) for o in found.get("Outputs", [])
