@@ -160,7 +160,6 @@ class World:
         urllib.request.urlopen(urllib.request.Request(f"{self.aws.url}/moto-api/reset", method="POST"), timeout=30)
         forget_clients()  # assumed-role keys die with the reset
         self.aws.latency = 0.0
-        self.aws.calls.clear()
         self.postmark.reset()
         self.postmark.latency = 0.0
         self.dns.clear_faults()
@@ -171,6 +170,7 @@ class World:
         subprocess.run([*git, "reset", "-q", "--hard", self._infra_commit], cwd=self.info.infra_repo, check=True)
         subprocess.run([*git, "clean", "-q", "-fd"], cwd=self.info.infra_repo, check=True)
         parent = self._create_parent_zone(self.config)
+        self.aws.calls.clear()  # the world's own set-up is not a client's write
         self._info = WorldInfo(**{**asdict(self.info), "parent_zone_id": parent})
         (self.state_dir / "world.json").write_text(json.dumps(asdict(self._info), indent=2))
 

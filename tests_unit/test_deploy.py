@@ -1,0 +1,144 @@
+"""The gated deploy against the sandbox: it runs only behind its gates, once, and reports truthfully."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTMERGE = (
+    "test_stack_status",
+    "test_exports",
+    "test_ns_delegation",
+    "test_spf",
+    "test_dmarc",
+    "test_dkim",
+    "test_return_path",
+    "test_postmark_verified",
+)
+
+
+def _variant(scenarios, tmp_path: Path, **infra: str) -> str:
+    """The world's partitions file with some commands replaced (`deploy=` for the deploy command)."""
+    data = yaml.safe_load(Path(scenarios.world.info.partitions_file).read_text())
+    deploy = infra.pop("deploy", None)
+    data["infra"].update(infra)
+    if deploy is not None:
+        data["deploy"]["command"] = deploy
+    path = tmp_path / "partitions.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+QUICK = {"build": "true", "lint": "true", "test": "true"}
+
+
+def test_without_deploy_nothing_is_written(scenarios, mailgate, tmp_path: Path) -> None:
+    scenarios.seed("dev")
+    scenarios.world.aws.calls.clear()
+    scenarios.world.postmark.calls.clear()
+    run = mailgate(
+        "--partition", "dev", "--no-postmark-verify", "--partitions-file", _variant(scenarios, tmp_path, **QUICK)
+    )
+    assert run.failed() == set(), run.messages
+    assert scenarios.world.aws.writes() == []
+    assert scenarios.world.postmark.writes() == []
+
+
+def test_deploy_refused_after_a_failed_preflight_check(scenarios, mailgate, tmp_path: Path) -> None:
+    partitions = _variant(scenarios, tmp_path, **{**QUICK, "lint": "echo 'lint: 3 problems' && false"})
+    run = mailgate("--partition", "dev", "--deploy", "--partitions-file", partitions)
+    assert run.outcomes["test_lint"] == "failed"
+    assert {run.outcomes[f"{check}[dev]"] for check in POSTMERGE} == {"error"}
+    assert "not deployed: preflight check test_lint failed" in run.messages["test_stack_status[dev]"]
+    assert scenarios.world.aws.writes() == []
+
+
+def test_deploy_refused_when_a_preflight_check_was_deselected(scenarios, mailgate, tmp_path: Path) -> None:
+    run = mailgate(
+        "--partition", "dev", "--deploy", "-m", "postmerge", "--partitions-file", _variant(scenarios, tmp_path, **QUICK)
+    )
+    message = run.messages["test_stack_status[dev]"]
+    assert "not deployed: preflight check test_infra_repo_clean did not run in this run (deselected?)" in message
+    assert "preflight check test_synth_runs[dev] did not run in this run" in message
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        ((), "prod is a production partition: confirm with --confirm-production prod"),
+        (("--confirm-production", "demo"), "prod is a production partition: confirm with --confirm-production prod"),
+    ],
+    ids=["no-confirmation", "confirms-another-partition"],
+)
+def test_production_needs_its_own_confirmation(  # noqa: PLR0917 - fixtures and parameters
+    scenarios, mailgate, tmp_path: Path, monkeypatch, args, why
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    run = mailgate(
+        "--partition", "dev,prod", "--deploy", *args, "--partitions-file", _variant(scenarios, tmp_path, **QUICK)
+    )
+    assert why in run.messages["test_stack_status[prod]"]
+    assert {run.outcomes[f"{check}[prod]"] for check in POSTMERGE} == {"error"}
+    assert {run.outcomes[f"{check}[dev]"] for check in POSTMERGE} == {"passed"}, run.messages
+
+
+def test_a_deploy_that_prints_done_and_exits_255_fails(scenarios, mailgate, tmp_path: Path) -> None:
+    partitions = _variant(scenarios, tmp_path, **QUICK, deploy="echo done; exit 255")
+    run = mailgate("--partition", "dev", "--deploy", "--partitions-file", partitions)
+    message = run.messages["test_stack_status[dev]"]
+    assert "deploy failed: `echo done; exit 255` exited 255" in message
+    log = next((tmp_path / "reports" / "logs").glob("deploy-Alpha002-dev.log")).read_text()
+    assert "done" in log
+
+
+def test_a_hung_deploy_is_killed_at_the_timeout(scenarios, mailgate, tmp_path: Path) -> None:
+    marker = f"mailgate-hang-{os.getpid()}-{time.time_ns()}"
+    script = 'trap "" TERM; sleep 300 & exec -a ' + marker + " sleep 300"
+    hang = "bash -c " + shlex.quote(script)
+    partitions = _variant(scenarios, tmp_path, **QUICK, deploy=hang)
+    started = time.monotonic()
+    run = mailgate("--partition", "dev", "--deploy", "--deploy-timeout", "2", "--partitions-file", partitions)
+    assert time.monotonic() - started < 60
+    assert "timed out after" in run.messages["test_stack_status[dev]"]
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True, check=False).stdout.split()
+    assert left == [], f"processes of the killed deploy survived: {left}"
+
+
+def test_full_path_for_four_partitions_under_xdist_deploys_each_once(scenarios, pytester, tmp_path: Path) -> None:
+    """Real commands: preflight passes, each partition is deployed exactly once, postmerge passes."""
+    counter = tmp_path / "deploys.txt"
+    sandbox_deploy = f"{shlex.quote(sys.executable)} -m sandbox deploy {{infrastructure}} {{partition}}"
+    deploy = f"echo {{partition}} >> {shlex.quote(str(counter))} && {sandbox_deploy}"
+    partitions = _variant(scenarios, tmp_path, deploy=deploy)
+    result = pytester.runpytest_subprocess(
+        "--rootdir",
+        str(ROOT),
+        "-c",
+        str(ROOT / "pyproject.toml"),
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        "4",
+        "--partitions-file",
+        partitions,
+        "--reports-dir",
+        str(tmp_path / "reports"),
+        "--deploy",
+        "--confirm-production",
+        "prod",
+        "-q",
+        str(ROOT / "tests_preflight"),
+        str(ROOT / "tests_postmerge"),
+        timeout=600,
+    )
+    assert result.ret == 0, result.stdout.str()[-4000:]
+    result.stdout.fnmatch_lines(["*64 passed*"])
+    assert sorted(counter.read_text().split()) == ["demo", "dev", "prod", "stage"]
