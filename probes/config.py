@@ -78,7 +78,7 @@ class DmarcSpec(_Strict):
     def _known_policies(cls, value: list[str]) -> list[str]:
         unknown = [p for p in value if p not in ("none", "quarantine", "reject")]
         if unknown or not value:
-            raise ValueError(f"must be a non-empty list of none, quarantine, reject; got {list(value)}")
+            raise ValueError(f"must be a non-empty list of none, quarantine, reject; got {_short(list(value))}")
         return value
 
 
