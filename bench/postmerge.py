@@ -1,0 +1,432 @@
+"""Postmerge benchmark: mailgate against a one-request-at-a-time baseline and the network's lower bound.
+
+    python -m bench.postmerge [--sizes 4,32] [--runs 3] [--workers 4] [--json PATH]
+
+Starts the sandbox world, deploys N partitions healthy (`Scenarios.seed`), injects latency (50 ms per DNS
+answer, 100 ms per AWS request, 100 ms per Postmark request) and times, in rounds, for each N:
+`pytest --collect-only` of the selection (the fixed cost); mailgate `pytest -m postmerge` at `-n 0` and
+`-n W`; xdist's own cost (the same two runs with every test deselected); the HTML report's cost
+(`-p no:html`); the Postmark rate limit's cost (`--postmark-rate` unlimited); and the baseline,
+`python -m bench.postmerge baseline FILE NAMES`: the same observations with the same probes, one request
+after another, partition after partition (the bash script's way). The world's servers count the requests
+of every command, so the table shows that the baseline asked exactly what mailgate asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dns.name
+
+from bench.common import PYTHON, ROOT, Measured, Stats, machine, measure, table, verdict
+from probes import aws, cdk, postmark
+from probes import dns as probe
+from probes.config import DnsSpec, load
+from probes.observe import Credentials
+
+if TYPE_CHECKING:  # sandbox (moto) is imported only by the bench process, never by the baseline's
+    from sandbox.scenarios import Scenarios
+    from sandbox.world import World
+
+# The requests that must follow one another, read from the probe code (probes/observe.py, aws.py, dns.py,
+# postmark.py). All partitions overlap, and per partition the three chains do.
+CHAINS = {
+    "aws": ("sts AssumeRole (the profile's role_arn)", "cloudformation DescribeStacks", "route53 GetHostedZone"),
+    "dns": (
+        "NS of the parent at the resolvers",
+        "A of the parent's name servers at the resolvers",
+        "NS of the zone at the parent's servers",
+        "A of the zone's name servers at the resolvers",
+        "every question at every zone server",
+    ),
+    "postmark": ("GET /domains?count&offset", "GET /domains/{id}"),
+}
+ROWS = ("collect", "n0", "nW", "idle0", "idleW", "nohtml", "norate", "baseline")
+DEFAULT_ROWS = "collect,n0,nW,idle0,idleW,baseline"
+LABELS = {
+    "collect": "pytest --collect-only (fixed cost)",
+    "n0": "mailgate -n 0",
+    "nW": "mailgate -n {workers}",
+    "idle0": "-n 0, every test deselected",
+    "idleW": "-n {workers}, every test deselected",
+    "nohtml": "mailgate -n 0 -p no:html",
+    "norate": "mailgate -n 0 --postmark-rate 100000",
+    "baseline": "baseline: one request at a time",
+}
+DESELECT_ALL = "not test_"  # every check is a test_ function: workers start and collect, nothing runs
+MB_PER_MIB = 1.048576
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Seconds the world adds to each answer."""
+
+    dns: float
+    aws: float
+    postmark: float
+
+    def longest_chain(self) -> tuple[str, float]:
+        per = {"aws": self.aws, "dns": self.dns, "postmark": self.postmark}
+        return max(((name, len(steps) * per[name]) for name, steps in CHAINS.items()), key=lambda item: item[1])
+
+
+@dataclass(frozen=True)
+class Run:
+    """One command of one round: what it cost, and what the world saw it ask."""
+
+    row: str
+    measured: Measured
+    requests: dict[str, int]  # aws, dns, postmark
+    world_cpu: float  # CPU seconds of the bench process meanwhile: the world's servers (and the RSS sampler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["baseline"]:
+        return baseline_main(args[1:])
+    options = _parser().parse_args(args)
+    latency = Latency(options.dns_latency, options.aws_latency, options.postmark_latency)
+    sizes = sorted({int(s) for s in options.sizes.split(",")})
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()), flush=True)
+    results = _benchmark(sizes, _rows(options.rows), latency, options)
+    report = targets(results, latency, options.workers)
+    print("\n" + table(["target", "measured (medians, seconds)", "verdict"], report), flush=True)
+    if options.json:
+        Path(options.json).write_text(json.dumps(_summary(results, latency, options.workers, report), indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.postmerge", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="4,32", help="partition counts to deploy and time (4,32)")
+    parser.add_argument("--runs", type=int, default=3, help="rounds of every command per size (3)")
+    parser.add_argument("--baseline-runs", type=int, default=1, help="rounds that also time the baseline (1)")
+    parser.add_argument("--workers", type=int, default=4, help="xdist workers of the -n W rows (4)")
+    parser.add_argument(
+        "--rows",
+        default=DEFAULT_ROWS,
+        help=f"commands to time: all, or a comma list of {', '.join(ROWS)} (%(default)s)",
+    )
+    parser.add_argument("--dns-latency", type=float, default=0.05, help="seconds added to each DNS answer (0.05)")
+    parser.add_argument("--aws-latency", type=float, default=0.1, help="seconds added to each AWS request (0.1)")
+    parser.add_argument("--postmark-latency", type=float, default=0.1, help="seconds per Postmark request (0.1)")
+    parser.add_argument("--seed-threads", type=int, default=2, help="partitions deployed at once (2)")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures and verdicts here")
+    return parser
+
+
+def _rows(spec: str) -> tuple[str, ...]:
+    chosen = ROWS if spec == "all" else tuple(r.strip() for r in spec.split(",") if r.strip())
+    unknown = [r for r in chosen if r not in ROWS]
+    if unknown or not chosen:
+        raise SystemExit(f"--rows: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(ROWS)} or all")
+    return chosen
+
+
+def _benchmark(
+    sizes: Sequence[int], rows: Sequence[str], latency: Latency, options: argparse.Namespace
+) -> dict[int, list[Run]]:
+    """One world; for each size (ascending) deploy the partitions it adds, then time every row in rounds."""
+    from sandbox.scenarios import Scenarios
+    from sandbox.world import World, apply_env
+
+    state = Path(tempfile.mkdtemp(prefix="mailgate-bench-"))
+    results: dict[int, list[Run]] = {}
+    try:
+        with World(state / "world", extra_partitions=max(0, max(sizes) - 4), verify_delay=0.1) as world:
+            env = dict(os.environ)
+            apply_env(world.env(), env)
+            scenarios, names = Scenarios(world), list(world.config.targets)
+            if max(sizes) > len(names) or min(sizes) < 1:
+                raise SystemExit(f"--sizes: each from 1 to {len(names)}, got {options.sizes}")
+            deployed = 0
+            for size in sizes:
+                started = time.monotonic()
+                _seed(scenarios, names[deployed:size], options.seed_threads)
+                deployed = size
+                print(f"\nN={size}: {size} partitions deployed ({time.monotonic() - started:.1f} s)", flush=True)
+                commands = _commands(world.info.partitions_file, names[:size], state / "reports", options.workers)
+                _set_latency(world, latency)
+                chosen = {row: commands[row] for row in rows}
+                results[size] = _rounds(world, chosen, env, options.runs, options.baseline_runs)
+                _set_latency(world, Latency(0.0, 0.0, 0.0))
+                print(table(SIZE_HEADERS, size_rows(size, results[size], latency, options.workers)), flush=True)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    return results
+
+
+def _seed(scenarios: Scenarios, names: Sequence[str], threads: int) -> None:
+    """Deploy partitions healthy, `threads` at once (their synths are node processes that overlap)."""
+    if not names:
+        return
+    scenarios.seed(names[0])  # alone first: boto3's default session and its loaders warm up in one thread
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="seed") as pool:
+        list(pool.map(scenarios.seed, names[1:]))
+
+
+def _set_latency(world: World, latency: Latency) -> None:
+    world.dns.latency, world.aws.latency, world.postmark.latency = latency.dns, latency.aws, latency.postmark
+
+
+def _commands(
+    partitions_file: str, names: Sequence[str], reports: Path, workers: int
+) -> dict[str, tuple[list[str], tuple[int, ...]]]:
+    """Each row's command line, and the exit codes that mean it did its job."""
+    selection = ",".join(names)
+    pytest = [PYTHON, "-m", "pytest", "-m", "postmerge", "--partitions-file", partitions_file, "--partition", selection]
+    common = [*pytest, "-q", "-p", "no:cacheprovider", "--reports-dir", str(reports)]
+    return {
+        "collect": ([*common, "--collect-only"], (0,)),
+        "n0": ([*common, "-n", "0"], (0,)),
+        "nW": ([*common, "-n", str(workers)], (0,)),
+        "idle0": ([*common, "-n", "0", "-k", DESELECT_ALL], (5,)),
+        "idleW": ([*common, "-n", str(workers), "-k", DESELECT_ALL], (5,)),
+        "nohtml": ([*common, "-n", "0", "-p", "no:html"], (0,)),
+        "norate": ([*common, "-n", "0", "--postmark-rate", "100000"], (0,)),
+        "baseline": ([PYTHON, "-m", "bench.postmerge", "baseline", partitions_file, selection], (0,)),
+    }
+
+
+def _rounds(
+    world: World,
+    commands: dict[str, tuple[list[str], tuple[int, ...]]],
+    env: dict[str, str],
+    runs: int,
+    baseline_runs: int,
+) -> list[Run]:
+    """`runs` rounds of every command in turn (the baseline in the first `baseline_runs`), so the machine's
+    noise falls on all of them alike."""
+    done: list[Run] = []
+    for number in range(runs):
+        for row, (command, expect) in commands.items():
+            if row == "baseline" and number >= baseline_runs:
+                continue
+            world.aws.calls.clear()
+            world.dns.queries.clear()
+            world.postmark.calls.clear()
+            cpu = time.process_time()
+            measured = measure(command, env=env, cwd=ROOT, expect=expect)
+            asked = {"aws": len(world.aws.calls), "dns": len(world.dns.queries), "postmark": len(world.postmark.calls)}
+            done.append(Run(row, measured, asked, time.process_time() - cpu))
+            print(f"  {row:9} {measured.seconds:6.2f} s {measured.peak_rss_mib:6.1f} MiB", flush=True)
+    return done
+
+
+# -- figures -------------------------------------------------------------------------------------------
+
+SIZE_HEADERS = (
+    "N",
+    "command",
+    "seconds: median (min–max)",
+    "× lower bound",
+    "peak RSS MiB",
+    "requests AWS/DNS/Postmark",
+    "world CPU s",
+)
+
+
+def stats(runs: Sequence[Run], row: str) -> Stats | None:
+    values = [r.measured.seconds for r in runs if r.row == row]
+    return Stats.of(values) if values else None
+
+
+def lower_bound(runs: Sequence[Run], latency: Latency) -> float | None:
+    """The fixed cost (median of --collect-only) plus the longest chain of requests that must follow one another."""
+    collect = stats(runs, "collect")
+    return None if collect is None else collect.median + latency.longest_chain()[1]
+
+
+def size_rows(size: int, runs: Sequence[Run], latency: Latency, workers: int) -> list[list[str]]:
+    """One line per timed command (requests as the world counted them in the last round), then the lower bound."""
+    bound = lower_bound(runs, latency)
+    lines = []
+    for row in ROWS:
+        mine = [r for r in runs if r.row == row]
+        if not mine:
+            continue
+        found, asked = Stats.of([r.measured.seconds for r in mine]), mine[-1].requests
+        lines.append(
+            [
+                str(size),
+                LABELS[row].format(workers=workers),
+                found.text(),
+                f"{found.median / bound:.2f}" if bound else "–",
+                f"{max(r.measured.peak_rss_mib for r in mine):.0f}",
+                f"{asked['aws']}/{asked['dns']}/{asked['postmark']}",
+                f"{Stats.of([r.world_cpu for r in mine]).median:.2f}",
+            ]
+        )
+    if bound is not None:
+        chain, seconds = latency.longest_chain()
+        what = f"lower bound: fixed cost + {chain} chain {len(CHAINS[chain])} × latency = {seconds:.2f} s"
+        lines.append([str(size), what, f"{bound:.2f}", "1.00", "", "", ""])
+    return lines
+
+
+def targets(results: dict[int, list[Run]], latency: Latency, workers: int) -> list[list[str]]:
+    """The issue's targets that the timed rows allow judging: [target, figures, verdict]."""
+    small, large = min(results), max(results)
+
+    def median(size: int, row: str) -> float | None:
+        found = stats(results[size], row)
+        return found.median if found else None
+
+    lines: list[list[str]] = []
+    n0, bound, base = median(small, "n0"), lower_bound(results[small], latency), median(small, "baseline")
+    if n0 and bound:
+        figures = f"{n0:.2f} / {bound:.2f} = {n0 / bound:.2f}"
+        lines.append([f"N={small} -n 0 ≤ 1.5 × lower bound", figures, verdict(n0 <= 1.5 * bound)])
+    if n0 and base:
+        figures = f"{base:.2f} / {n0:.2f} = {base / n0:.2f}"
+        lines.append([f"N={small} -n 0 ≥ 5 × faster than the baseline", figures, verdict(base >= 5 * n0)])
+    big = median(large, "n0")
+    if large != small and n0 and big:
+        figures = f"{big:.2f} / {n0:.2f} = {big / n0:.2f}"
+        lines.append([f"N={large} -n 0 ≤ 2 × N={small} -n 0", figures, verdict(big <= 2 * n0)])
+    for size in sorted(results):
+        many, one, idle_many, idle_one = (median(size, row) for row in ("nW", "n0", "idleW", "idle0"))
+        if many and one and idle_many and idle_one:
+            extra, startup = many - one, idle_many - idle_one
+            figures = f"{many:.2f} − {one:.2f} = {extra:.2f}; xdist: {idle_many:.2f} − {idle_one:.2f} = {startup:.2f}"
+            lines.append([f"N={size} -n {workers} − -n 0 ≤ xdist start-up", figures, verdict(extra <= startup)])
+    peaks = [r.measured.peak_rss_mib for r in results[large] if r.row != "baseline"]
+    if peaks:
+        peak = max(peaks) * MB_PER_MIB
+        lines.append([f"N={large} peak RSS of any pytest process < 300 MB", f"{peak:.0f} MB", verdict(peak < 300)])
+    return lines
+
+
+def _summary(results: dict[int, list[Run]], latency: Latency, workers: int, report: list[list[str]]) -> dict[str, Any]:
+    sizes = {
+        str(size): {
+            "rows": {
+                row: {
+                    "seconds": asdict(found),
+                    "peak_rss_mib": max(r.measured.peak_rss_mib for r in runs if r.row == row),
+                    "requests": [r.requests for r in runs if r.row == row][-1],
+                    "world_cpu": [r.world_cpu for r in runs if r.row == row],
+                }
+                for row in ROWS
+                if (found := stats(runs, row)) is not None
+            },
+            "lower_bound": lower_bound(runs, latency),
+            "table": size_rows(size, runs, latency, workers),
+        }
+        for size, runs in results.items()
+    }
+    chain = latency.longest_chain()
+    return {"machine": machine(), "latency": asdict(latency), "longest_chain": chain, "sizes": sizes, "targets": report}
+
+
+# -- the baseline --------------------------------------------------------------------------------------
+
+
+def baseline_main(argv: Sequence[str]) -> int:
+    """`python -m bench.postmerge baseline FILE NAMES`: observe in turn; exit 1 when an observation failed."""
+    parser = argparse.ArgumentParser(prog="python -m bench.postmerge baseline", description=baseline.__doc__)
+    parser.add_argument("partitions_file", type=Path)
+    parser.add_argument("partitions", help="comma list, or all")
+    args = parser.parse_args(argv)
+    problems = asyncio.run(baseline(args.partitions_file, args.partitions))
+    for problem in problems:
+        print(f"baseline: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+async def baseline(partitions_file: Path, names: str) -> list[str]:
+    """The bash script's way with mailgate's probes: every request in turn, partition after partition.
+
+    The questions of `probes.observe` (stack and zone; the delegation and every question at every server
+    and resolver; the Postmark domain), never two at once. Returns what failed: a broken baseline must
+    not pass for a fast one.
+    """
+    config = load(partitions_file)
+    file = config.file
+    url = os.environ.get("POSTMARK_API_URL") or file.postmark.api_url
+    credentials = Credentials()
+    problems: list[str] = []
+    for target in config.select(names):
+        context = cdk.read_context_entry(config.infra_repo / "cdk.context.json", target.context_key)
+        stack = aws.stack(target.profile, target.region, target.stack_name)
+        zone_id = stack.exports().get(target.export_name("PartitionMailZoneId"))
+        zone = aws.hosted_zone(target.profile, target.region, zone_id) if zone_id else None
+        questions = [(target.zone, "TXT"), (target.dmarc_host, "TXT"), (target.return_path_host, "CNAME")]
+        if context is not None:
+            questions.append((target.dkim_host(context.selector), "TXT"))
+        answers = await _dns_in_turn(target.zone, file.domain, questions, file.dns)
+        token = credentials.get(target.credential)
+        async with postmark.PostmarkClient(url, token, account=target.postmark_account) as client:
+            seen = await postmark.observe_domain(client, target.postmark_account, target.zone, wait=60.0, verify=True)
+        problems += [f"{target.partition}: {p}" for p in _failures(stack, zone, answers, seen)]
+    return problems
+
+
+async def _dns_in_turn(zone: str, parent: str, queries: Sequence[tuple[str, str]], spec: DnsSpec) -> list[probe.Answer]:
+    """`probes.dns.observe_zone`'s questions to the same servers, one at a time."""
+    resolvers = [probe.parse_server(resolver) for resolver in spec.resolvers]
+    questions = list(dict.fromkeys([(zone, "NS"), (zone, "SOA"), *((q, t.upper()) for q, t in queries)]))
+    answers: list[probe.Answer] = []
+
+    async def ask(where: tuple[str, int], qname: str, rtype: str, label: str) -> probe.Answer:
+        recursion = label == probe.RESOLVER
+        answer = await probe.query(where, qname, rtype, timeout=spec.timeout, server_label=label, recursion=recursion)
+        answers.append(answer)
+        return answer
+
+    async def first_records(qname: str, rtype: str) -> tuple[str, ...]:
+        for resolver in resolvers:
+            answer = await ask(resolver, qname, rtype, probe.RESOLVER)
+            if answer.rcode == "NOERROR" and answer.records:
+                return answer.records
+        return ()
+
+    parent_hosts = sorted({probe.host_text(n) for n in await first_records(parent, "NS")})
+    parent_servers = {host: await first_records(host, "A") for host in parent_hosts}
+    zone_name, named = dns.name.from_text(zone), set()
+    for host, addresses in parent_servers.items():
+        for address in addresses:
+            answer = await ask((address, spec.nameserver_port), zone, "NS", host)
+            referral = [r for owner, t, r in answer.authority if t == "NS" and dns.name.from_text(owner) == zone_name]
+            named |= {probe.host_text(r) for r in (*answer.records, *referral)}
+    zone_servers = {host: await first_records(host, "A") for host in sorted(named)}
+    for host, addresses in zone_servers.items():
+        for address in addresses:
+            for qname, rtype in questions:
+                await ask((address, spec.nameserver_port), qname, rtype, host)
+    for resolver in resolvers:
+        for qname, rtype in questions:
+            await ask(resolver, qname, rtype, probe.RESOLVER)
+    return answers
+
+
+def _failures(
+    stack: aws.Stack,
+    zone: aws.HostedZone | None,
+    answers: Sequence[probe.Answer],
+    seen: postmark.PostmarkObservation,
+) -> list[str]:
+    """Why an observation is not the healthy partition the bench deployed."""
+    problems = [stack.problem.message] if stack.problem else []
+    if zone is None or zone.problem:
+        problems.append(f"hosted zone not observed: {zone.problem.message if zone and zone.problem else 'no id'}")
+    problems += [probe.evidence(a) for a in answers if a.error]
+    if seen.error or not (seen.verified_dkim and seen.verified_return_path):
+        problems.append(seen.describe())
+    return problems
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
