@@ -59,7 +59,7 @@ answer = httpx.get(
 print("postmark", answer.status_code, answer.json()["TotalCount"])
 """
 START_STOP = """
-import json, sys, tempfile, time
+import json, tempfile, time
 from pathlib import Path
 t0 = time.monotonic()
 from sandbox.world import World
@@ -310,14 +310,15 @@ def test_deploy_with_postmark_unreachable_exits_with_one_line(
 
 def _up(state: Path) -> tuple[subprocess.Popen[str], _Lines, list[str], float]:
     started = time.monotonic()
-    up = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "up", "--state-dir", str(state)],
-        cwd=state.parent,
-        env=_outside_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with (state.parent / "up.stderr").open("w") as errors:  # a file: an undrained pipe could block the world
+        up = subprocess.Popen(
+            [sys.executable, "-m", "sandbox", "up", "--state-dir", str(state)],
+            cwd=state.parent,
+            env=_outside_env(),
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
     assert up.stdout is not None
     lines = _Lines(up.stdout)
     return up, lines, lines.until("then: ", HANG), time.monotonic() - started
@@ -359,7 +360,7 @@ def test_up_prints_a_working_environment_and_down_stops_it(tmp_path: Path) -> No
             check=False,
         )
         assert (down.returncode, down.stdout.strip()) == (0, f"sandbox: stopping pid {up.pid}"), down.stderr
-        assert up.wait(timeout=HANG) == 0, up.stderr.read() if up.stderr else ""
+        assert up.wait(timeout=HANG) == 0, (tmp_path / "up.stderr").read_text()
         print(f"`python -m sandbox down`: the world's process ended {time.monotonic() - stopping:.2f} s later")
     finally:
         if up.poll() is None:
