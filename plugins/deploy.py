@@ -82,7 +82,7 @@ class Gate:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """A check's outcome is known at its teardown: failed if any phase failed, skipped, or passed."""
-        nodeid = report.nodeid
+        nodeid = ungrouped(report.nodeid)
         if report.failed:
             self._state[nodeid] = "failed"
         elif report.skipped and self._state.get(nodeid) != "failed":
@@ -92,9 +92,13 @@ class Gate:
         if report.when != "teardown":
             return
         self.outcomes[nodeid] = self._state.pop(nodeid, "did not run")
-        if nodeid in self.shared:
+        if nodeid in self.preflight:
             with self.outcomes_file.open("a") as out:
                 out.write(json.dumps({"nodeid": nodeid, "outcome": self.outcomes[nodeid]}) + "\n")
+
+    @property
+    def preflight(self) -> set[str]:
+        return {*self.shared, *(n for ids in self.required.values() for n in ids)}
 
     def blockers(self, target: Target) -> list[str]:
         """Why the partition may not be deployed yet: checks failed, skipped or missing (empty: go)."""
@@ -111,6 +115,7 @@ class Gate:
 
     def _wait_for(self, wanted: list[str]) -> dict[str, str]:
         deadline = time.monotonic() + GATE_WAIT
+        told = time.monotonic()
         while True:
             known = dict(self.outcomes)
             if self.outcomes_file.exists():
@@ -119,6 +124,10 @@ class Gate:
                     known.setdefault(entry["nodeid"], entry["outcome"])
             if all(n in known for n in wanted) or time.monotonic() > deadline:
                 return known
+            if time.monotonic() - told > 30:
+                waiting = ", ".join(_name(n) for n in wanted if n not in known)
+                _say(self.config, f"deploy gate: waiting for preflight checks on other workers: {waiting}")
+                told = time.monotonic()
             time.sleep(0.5)
 
 
@@ -145,13 +154,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         partition = item_partition(item)
         if partition is None:
-            gate.shared.append(item.nodeid)
+            gate.shared.append(ungrouped(item.nodeid))
         else:
-            gate.required.setdefault(partition, []).append(item.nodeid)
+            gate.required.setdefault(partition, []).append(ungrouped(item.nodeid))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    session.config.stash[GATE].collected = {item.nodeid for item in session.items}
+    session.config.stash[GATE].collected = {ungrouped(item.nodeid) for item in session.items}
+
+
+def ungrouped(nodeid: str) -> str:
+    """A node id without the `@group` suffix xdist's loadgroup adds on workers."""
+    head, at, group = nodeid.rpartition("@")
+    return head if at and "::" not in group and "[" not in group else nodeid
 
 
 @pytest.fixture

@@ -117,6 +117,41 @@ def pytest_configure_node(node: object) -> None:
     }
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """`--dist loadgroup` as mailgate needs it: every check of a partition on one worker (its synth, deploy and
+    observations stay together), the partition-independent preflight checks together on one worker.
+
+    xdist's own loadgroup reads an `@group` suffix it writes into node ids, which pytest 9.2 no longer lets it
+    do (pytest-xdist issue 1386): the groups were silently ignored. This scheduler groups by node id instead.
+    """
+    if config.getvalue("dist") != "loadgroup" or SELECTION not in config.stash:
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    partitions = {t.partition for t in config.stash[SELECTION].config.targets.values()}
+
+    class PartitionScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid, partitions)
+
+    # keep collection order (shared preflight checks first): xdist would hand out the largest groups first,
+    # and a partition's deploy waiting for the shared checks queued behind it would never start them
+    config.option.loadscopereorder = False
+    return PartitionScheduling(config, log)
+
+
+def group_of(nodeid: str, partitions: set[str]) -> str:
+    """The xdist work unit of a node id: its partition, the shared preflight group, or the node itself."""
+    head = nodeid.split("@", 1)[0] if "@" in nodeid.rsplit("]", 1)[-1] else nodeid
+    if head.endswith("]") and "[" in head:
+        param = head[head.rindex("[") + 1 : -1]
+        if param in partitions:
+            return param
+        return head
+    return SHARED_GROUP if "tests_preflight/" in head else head
+
+
 def _select(config: pytest.Config, path: Path) -> Selection:
     try:
         loaded = load(path)
@@ -156,6 +191,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("partition", chosen, ids=[t.partition for t in chosen], scope="session")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker turns xdist_group markers into node-id suffixes
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         target = _item_target(item)

@@ -132,3 +132,20 @@ def test_project_collects_prod_checks_once() -> None:
     assert all(i.endswith("[prod]") for i in per_partition)
     once = [i for i in ids if not i.endswith("]")]
     assert len(once) == len(set(once))
+
+
+@pytest.mark.parametrize(
+    ("nodeid", "group"),
+    [
+        ("tests_postmerge/test_dns.py::test_spf[prod]", "prod"),
+        ("tests_postmerge/test_dns.py::test_spf[prod]@prod", "prod"),
+        ("tests_preflight/test_code.py::test_build", "mailgate-shared"),
+        ("tests_preflight/test_code.py::test_build@mailgate-shared", "mailgate-shared"),
+        ("tests_unit/test_x.py::test_y[not-a-partition]", "tests_unit/test_x.py::test_y[not-a-partition]"),
+        ("tests_unit/test_x.py::test_z", "tests_unit/test_x.py::test_z"),
+    ],
+)
+def test_xdist_work_units(nodeid: str, group: str) -> None:
+    from plugins.partitions import group_of
+
+    assert group_of(nodeid, {"dev", "prod"}) == group
