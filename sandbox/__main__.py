@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import time
@@ -42,11 +43,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "down":
         return _down(args.state_dir)
     if args.command == "deploy":
+        import httpx
+        from botocore.exceptions import BotoCoreError, ClientError
+
         from sandbox.deploy import DeployError, deploy
 
         try:
             deploy(args.infrastructure, args.partition, say=lambda line: print(line, flush=True))
-        except DeployError as exc:
+        except (DeployError, httpx.HTTPError, BotoCoreError, ClientError) as exc:
             print(f"sandbox deploy {args.infrastructure} {args.partition}: {exc}", file=sys.stderr)
             return 1
         return 0
@@ -64,7 +68,7 @@ def _up(state_dir: Path, source: Path) -> int:
     info = world.start()
     print(f"sandbox up in {world.started_in:.2f} s (pid {info.pid}); in another shell:")
     for name, value in info.env().items():
-        print(f"export {name}={value!s}")
+        print(f"export {name}={shlex.quote(value)}")
     print(f"then: pytest --partitions-file {info.partitions_file} --resolver {info.resolver} ...", flush=True)
     stop = False
 
@@ -77,6 +81,7 @@ def _up(state_dir: Path, source: Path) -> int:
     while not stop:
         time.sleep(0.2)
     world.stop()
+    (state_dir / "world.json").unlink(missing_ok=True)  # a later `down` must not signal a recycled pid
     print("sandbox down")
     return 0
 

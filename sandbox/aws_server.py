@@ -49,7 +49,9 @@ class AwsServer:
         teach_moto_secrets()
         app = DomainDispatcherApplication(create_backend_app)
         self._server = make_server("127.0.0.1", 0, self._wrap(app), threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox-aws", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="sandbox-aws", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

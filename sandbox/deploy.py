@@ -47,14 +47,15 @@ class DkimEntry:
 def postmark_domain(api_url: str, token: str, target: Target) -> DkimEntry:
     """Find or create the partition's sending domain and return the DKIM values Postmark issued."""
     headers = {"X-Postmark-Account-Token": token, "Accept": "application/json"}
-    with httpx.Client(base_url=api_url, headers=headers, timeout=30) as client:
-        domain_id = _find_domain(client, target.zone)
-        if domain_id is None:
-            created = _json(
-                client.post("/domains", json={"Name": target.zone, "ReturnPathDomain": target.return_path_host})
-            )
-            domain_id = int(created["ID"])
-        domain = _json(client.get(f"/domains/{domain_id}"))
+    try:
+        with httpx.Client(base_url=api_url, headers=headers, timeout=30) as client:
+            domain_id = _find_domain(client, target.zone)
+            if domain_id is None:
+                body = {"Name": target.zone, "ReturnPathDomain": target.return_path_host}
+                domain_id = int(_json(client.post("/domains", json=body))["ID"])
+            domain = _json(client.get(f"/domains/{domain_id}"))
+    except httpx.HTTPError as exc:
+        raise DeployError(f"Postmark {api_url} unreachable: {type(exc).__name__}: {exc}") from None
     host = domain.get("DKIMPendingHost") or domain.get("DKIMHost") or ""
     text = domain.get("DKIMPendingTextValue") or domain.get("DKIMTextValue") or ""
     if "._domainkey." not in host or "p=" not in text:

@@ -286,11 +286,6 @@ def test_failing_deploy_exits_non_zero_with_one_line(
         assert token not in done.stdout + done.stderr, "the deploy printed a Postmark token"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sandbox/deploy.py postmark_domain lets httpx.ConnectError (any httpx.HTTPError) escape as a traceback; "
-    "catch httpx.HTTPError there and raise DeployError(f'Postmark {api_url} unreachable: {exc}')",
-)
 def test_deploy_with_postmark_unreachable_exits_with_one_line(
     scenarios: Scenarios, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -392,11 +387,6 @@ def test_down_without_a_world_says_so_and_exits_1(tmp_path: Path, stale: bool) -
     assert (down.returncode, down.stdout, down.stderr) == (1, "", f"sandbox: no running world in {state}\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sandbox/__main__.py _up prints `export NAME=value` unquoted: a state dir (or PATH entry) with a space "
-    "breaks the line in a shell; print f'export {name}={shlex.quote(value)}'",
-)
 def test_up_environment_survives_a_state_dir_with_a_space(tmp_path: Path) -> None:
     state = tmp_path / "my worlds" / "state"
     state.parent.mkdir()
