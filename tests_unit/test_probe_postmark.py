@@ -342,13 +342,13 @@ def _timed(inner: Any, times: list[float]) -> Callable[[httpx.Request], Any]:
 
 def test_verify_then_poll_until_both_verified(mock: respx.MockRouter) -> None:
     mock.get("/domains").mock(return_value=_listing(_domain_json(7)))
-    reads = mock.get("/domains/7").mock(
+    reads = mock.get("/domains/7").mock(return_value=httpx.Response(200, json=_domain_json(7)))
+    dkim = mock.put("/domains/7/verifyDkim").mock(  # the seeds: "not yet", then verified on the second call
         side_effect=[
-            httpx.Response(200, json=_domain_json(7)),
+            httpx.Response(200, json=_domain_json(7, rp=True)),
             httpx.Response(200, json=_domain_json(7, dkim=True, rp=True)),
         ]
     )
-    dkim = mock.put("/domains/7/verifyDkim").respond(json=_domain_json(7))  # "not yet"
     return_path = mock.put("/domains/7/verifyReturnPath").respond(json=_domain_json(7, rp=True))
 
     async def scenario() -> PostmarkObservation:
@@ -360,18 +360,17 @@ def test_verify_then_poll_until_both_verified(mock: respx.MockRouter) -> None:
     assert observation.verified_dkim
     assert observation.verified_return_path
     assert not observation.deadline_hit
-    assert (dkim.call_count, return_path.call_count, reads.call_count) == (1, 1, 2)
-    assert observation.triggered == ("/domains/7/verifyDkim", "/domains/7/verifyReturnPath")
+    assert (dkim.call_count, return_path.call_count, reads.call_count) == (2, 0, 1)
+    assert observation.triggered == ("/domains/7/verifyDkim", "/domains/7/verifyDkim")
     assert [(a.method, a.path, a.status) for a in observation.attempts] == [
         ("GET", "/domains?count=500&offset=0", 200),
         ("GET", "/domains/7", 200),
         ("PUT", "/domains/7/verifyDkim", 200),
-        ("PUT", "/domains/7/verifyReturnPath", 200),
-        ("GET", "/domains/7", 200),
+        ("PUT", "/domains/7/verifyDkim", 200),
     ]
     assert observation.domain is not None
     assert observation.domain.dkim_host.startswith("20260526234343pm._domainkey.")
-    assert "DKIM verified, Return-Path verified (5 requests over" in observation.describe()
+    assert "DKIM verified, Return-Path verified (4 requests over" in observation.describe()
     _assert_no_token(repr(observation), observation.describe())
 
 
@@ -414,7 +413,7 @@ def test_verify_false_never_writes(mock: respx.MockRouter) -> None:
 def test_wait_deadline_hit(mock: respx.MockRouter) -> None:
     mock.get("/domains").mock(return_value=_listing(_domain_json(7)))
     reads = mock.get("/domains/7").mock(return_value=httpx.Response(200, json=_domain_json(7, rp=True)))
-    mock.put("/domains/7/verifyDkim").respond(json=_domain_json(7, rp=True))
+    dkim = mock.put("/domains/7/verifyDkim").respond(json=_domain_json(7, rp=True))
 
     async def scenario() -> PostmarkObservation:
         async with _client() as client:
@@ -428,7 +427,8 @@ def test_wait_deadline_hit(mock: respx.MockRouter) -> None:
     assert not observation.verified_dkim
     assert observation.verified_return_path
     assert 0.8 <= elapsed < 1.8
-    assert reads.call_count == 3  # the read of find_domain, then polls at 0.5 s and at the deadline (0.8 s)
+    assert reads.call_count == 1  # the read of find_domain; polls re-trigger verification instead of reading
+    assert dkim.call_count == 3  # the trigger, then polls at 0.5 s and at the deadline (0.8 s)
     assert "DKIM NOT verified, Return-Path verified" in observation.describe()
     assert "deadline hit" in observation.describe()
 
@@ -575,11 +575,13 @@ def test_fake_verify_and_poll_until_verified(world: _World) -> None:
     assert observation.domain is not None
     assert observation.domain.dkim_update_status == "Verified"
     assert observation.domain.dkim_text_value == world.fake.domain("PostmarkNonProd", NAME)["DKIMTextValue"]
-    assert observation.triggered == (
+    dkim, return_path = (
         f"/domains/{observation.domain.id}/verifyDkim",
         f"/domains/{observation.domain.id}/verifyReturnPath",
     )
-    assert observation.attempts[-1].method == "GET"  # DKIM turned verified only on a later read
+    assert observation.triggered[:2] == (dkim, return_path)
+    assert set(observation.triggered[2:]) == {dkim}, "only DKIM was asked again (the seeds' second verifyDkim)"
+    assert len(observation.triggered) > 2, "DKIM turns verified only on a later verifyDkim"
     assert all(call.account == "PostmarkNonProd" for call in world.fake.calls)
     _assert_no_token(repr(observation), observation.describe())
 
