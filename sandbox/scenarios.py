@@ -281,3 +281,21 @@ DEFECTS: dict[str, Callable[[Scenarios, Seeded], None]] = {
     "postmark-stuck": lambda s, d: s.world.postmark.stuck(d.target.postmark_account, d.target.zone),
     "postmark-401": lambda s, d: s.world.postmark.inject(PostmarkFault(401)),
 }
+
+
+def commit_infra(world: World, files: dict[str, str], message: str) -> str:
+    """Write `files` (path relative to the world's infra repo -> new text) there and commit them; the new HEAD.
+
+    Defect variants of the CDK app live in commits, so the repo stays clean (`world.reset()` undoes them).
+    """
+    import subprocess
+
+    repo = Path(world.info.infra_repo)
+    git = ["git", "-c", "user.name=mailgate sandbox", "-c", "user.email=sandbox@mailgate.invalid"]
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    subprocess.run([*git, "add", "--", *files], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", message, "--", *files], cwd=repo, check=True)
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
