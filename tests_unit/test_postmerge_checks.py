@@ -107,3 +107,19 @@ def test_four_partitions_under_xdist_match_the_single_process_verdicts(
     assert passed == {f"{c}[{p}]" for c in CHECKS for p in ("dev", "stage", "demo", "prod")} - failed
     listings = [c for c in scenarios.world.postmark.calls if c.method == "GET" and c.path.lower() == "/domains"]
     assert len(listings) == 4, f"expected one domain listing per partition, saw {len(listings)}"
+
+
+def test_public_resolver_disagreement_is_advisory_unless_strict(scenarios, mailgate) -> None:
+    from sandbox.dns_server import Fault
+
+    scenarios.seed("dev")
+    scenarios.world.dns.inject(Fault("servfail", name="dev.ardamails.com", rtype="TXT", server="127.0.0.1"))
+    relaxed = mailgate("-m", "dns", "--partition", "dev")
+    assert relaxed.failed() == set(), relaxed.messages
+    strict = mailgate("-m", "dns", "--partition", "dev", "--strict-resolvers")
+    assert strict.failed() == {"test_spf[dev]"}
+    assert (
+        "public resolvers disagree with the authoritative servers (--strict-resolvers)"
+        in strict.messages["test_spf[dev]"]
+    )
+    assert "SERVFAIL" in strict.messages["test_spf[dev]"]
