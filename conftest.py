@@ -7,5 +7,6 @@ pytest_plugins = [
     "plugins.preflight",
     "plugins.observations",
     "plugins.deploy",
+    "plugins.signoff",
     "pytester",
 ]

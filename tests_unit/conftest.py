@@ -61,6 +61,8 @@ def mailgate(pytester: pytest.Pytester, scenarios: Scenarios, tmp_path: Path) ->
             str(ROOT / "pyproject.toml"),
             "-p",
             "no:cacheprovider",
+            "-p",
+            "no:hypothesispytest",  # re-imported by every in-process run otherwise (~1 s each)
             "--partitions-file",
             scenarios.world.info.partitions_file,
             "--reports-dir",
