@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dns.asyncbackend
 import dns.asyncquery
@@ -28,6 +31,7 @@ from probes.mailauth import decode_txt, show
 
 DEFAULT_RETRIES = 2
 EDNS_PAYLOAD = 1232
+MAX_IN_FLIGHT = 16  # questions outstanding per server address: more wait their turn instead of flooding it
 RESOLVER = "resolver"
 _NAME_VALUED = frozenset({"NS", "CNAME", "PTR", "DNAME", "MX", "SRV", "SOA"})
 
@@ -155,8 +159,19 @@ async def query(
 
     The whole exchange, resends and TCP included, stays within `timeout` seconds. Resends go out on
     the same socket every `timeout / (retries + 1)` seconds, so a late reply to an earlier datagram
-    still counts. Never raises for network trouble: the Answer says what happened.
+    still counts. At most MAX_IN_FLIGHT questions per server are outstanding at once (per event loop);
+    the others wait for a slot, and their clock starts when they are sent. Never raises for network
+    trouble: the Answer says what happened.
     """
+    async with _slot(where):
+        return await _exchange(
+            where, qname, rtype, timeout=timeout, server_label=server_label, retries=retries, recursion=recursion
+        )
+
+
+async def _exchange(
+    where: tuple[str, int], qname: str, rtype: str, *, timeout: float, server_label: str, retries: int, recursion: bool
+) -> Answer:
     host, port = where
     name = dns.name.from_text(qname)
     rdtype = dns.rdatatype.from_text(rtype)
@@ -370,6 +385,22 @@ def evidence(answer: Answer) -> str:
     return " ".join([head, *(p for p in parts if p), millis])
 
 
+_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+_LOOKUPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[object, asyncio.Future[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+_SLOTS_LOCK = threading.Lock()
+
+
+def _slot(where: tuple[str, int]) -> asyncio.Semaphore:
+    """This event loop's limit on questions outstanding at one server (a flooded server drops them all)."""
+    loop = asyncio.get_running_loop()
+    with _SLOTS_LOCK:
+        return _SLOTS.setdefault(loop, {}).setdefault(where, asyncio.Semaphore(MAX_IN_FLIGHT))
+
+
 async def _udp(
     request: dns.message.Message, where: tuple[str, int], deadline: float, retries: int
 ) -> tuple[dns.message.Message | None, int, bool]:
@@ -456,7 +487,20 @@ class _Asker:
         )
 
     async def first_records(self, qname: str, rtype: str) -> tuple[tuple[str, ...], tuple[Answer, ...]]:
-        """Ask every resolver at once: the records of the first NOERROR answer with some, and the answers in."""
+        """Ask every resolver at once: the records of the first NOERROR answer with some, and the answers in.
+
+        Within one event loop the same lookup is asked once and shared (64 zones need the parent's NS once).
+        """
+        key = (self, dns.name.from_text(qname), rtype.upper())
+        loop = asyncio.get_running_loop()
+        with _SLOTS_LOCK:
+            shared = _LOOKUPS.setdefault(loop, {})
+            if key not in shared:
+                shared[key] = asyncio.ensure_future(self._first_records(qname, rtype))
+            found = shared[key]
+        return await asyncio.shield(found)
+
+    async def _first_records(self, qname: str, rtype: str) -> tuple[tuple[str, ...], tuple[Answer, ...]]:
         tasks = [asyncio.ensure_future(self.ask(r, qname, rtype, RESOLVER)) for r in self.resolvers]
         answers: list[Answer] = []
         try:
