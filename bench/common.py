@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import tempfile
@@ -21,13 +22,17 @@ EXECNET_WORKER = "exec(eval(sys.stdin.readline()))"  # how execnet starts an xdi
 
 @dataclass(frozen=True)
 class Measured:
-    """One timed command: wall seconds, exit code, peak RSS of its Python processes (MiB), its output's tail."""
+    """One timed command: wall seconds, exit code, peak RSS of its Python processes (MiB), and what went wrong."""
 
     seconds: float
     returncode: int
     peak_rss_mib: float
     processes: int  # Python processes (the command itself and its xdist workers) whose RSS was sampled
-    tail: str
+    problem: str | None  # None when the exit code was an expected one; else the command and its error lines
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,8 @@ class Stats:
 def measure(command: Sequence[str], *, env: Mapping[str, str], cwd: Path, expect: tuple[int, ...] = (0,)) -> Measured:
     """Run `command` to its end, timing it and sampling VmHWM of it and its xdist workers (not node, not `op`).
 
-    Raises RuntimeError with the output's tail when the exit code is not one of `expect`.
+    An exit code not in `expect` is recorded in `problem` (with pytest's `E ` lines and the output's last
+    lines), so one failed run is reported beside the others instead of ending the benchmark.
     """
     with tempfile.TemporaryFile() as output:
         started = time.monotonic()
@@ -63,11 +69,17 @@ def measure(command: Sequence[str], *, env: Mapping[str, str], cwd: Path, expect
         seconds = time.monotonic() - started
         sampler.stop()
         output.seek(0)
-        tail = output.read().decode("utf-8", "replace")[-3000:]
-    if returncode not in expect:
-        shown = " ".join(command)
-        raise RuntimeError(f"`{shown}` (in {cwd}) exited {returncode}, expected {expect}; its last output:\n{tail}")
-    return Measured(seconds, returncode, sampler.peak_kib / 1024, len(sampler.seen), tail)
+        text = output.read().decode("utf-8", "replace")
+    problem = None if returncode in expect else _problem(command, cwd, returncode, expect, text)
+    return Measured(seconds, returncode, sampler.peak_kib / 1024, len(sampler.seen), problem)
+
+
+def _problem(command: Sequence[str], cwd: Path, returncode: int, expect: tuple[int, ...], output: str) -> str:
+    lines = output.splitlines()
+    errors = [line for line in lines if line.startswith("E ")][:8]
+    shown = errors + [line for line in lines[-4:] if line not in errors]
+    where = f"`{shlex.join(command)}` (in {cwd})"
+    return f"{where} exited {returncode}, expected {' or '.join(map(str, expect))}:\n  " + "\n  ".join(shown)
 
 
 class _RssSampler(threading.Thread):

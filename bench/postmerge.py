@@ -9,7 +9,8 @@ answer, 100 ms per AWS request, 100 ms per Postmark request) and times, in round
 (`-p no:html`); the Postmark rate limit's cost (`--postmark-rate` unlimited); and the baseline,
 `python -m bench.postmerge baseline FILE NAMES`: the same observations with the same probes, one request
 after another, partition after partition (the bash script's way). The world's servers count the requests
-of every command, so the table shows that the baseline asked exactly what mailgate asked.
+of every command (DNS as distinct questions: a resend asks the same one again), so the table shows that
+the baseline asked exactly what mailgate asked.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class Run:
 
     row: str
     measured: Measured
-    requests: dict[str, int]  # aws, dns, postmark
+    requests: dict[str, int]  # aws, dns (distinct questions), dns_resent, postmark
     world_cpu: float  # CPU seconds of the bench process meanwhile: the world's servers (and the RSS sampler)
 
 
@@ -99,12 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(args)
     latency = Latency(options.dns_latency, options.aws_latency, options.postmark_latency)
     sizes = sorted({int(s) for s in options.sizes.split(",")})
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()), flush=True)
+    before = machine()
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in before.items()), flush=True)
     results = _benchmark(sizes, _rows(options.rows), latency, options)
     report = targets(results, latency, options.workers)
     print("\n" + table(["target", "measured (medians, seconds)", "verdict"], report), flush=True)
+    print(f"load (1/5/15 min) before {before['load (1/5/15 min)']}, after {machine()['load (1/5/15 min)']}")
     if options.json:
-        Path(options.json).write_text(json.dumps(_summary(results, latency, options.workers, report), indent=2))
+        summary = _summary(results, latency, options.workers, report) | {"machine": before, "load_after": machine()}
+        Path(options.json).write_text(json.dumps(summary, indent=2))
     return 0
 
 
@@ -219,10 +223,20 @@ def _rounds(
             world.postmark.calls.clear()
             cpu = time.process_time()
             measured = measure(command, env=env, cwd=ROOT, expect=expect)
-            asked = {"aws": len(world.aws.calls), "dns": len(world.dns.queries), "postmark": len(world.postmark.calls)}
-            done.append(Run(row, measured, asked, time.process_time() - cpu))
-            print(f"  {row:9} {measured.seconds:6.2f} s {measured.peak_rss_mib:6.1f} MiB", flush=True)
+            done.append(Run(row, measured, _asked(world), time.process_time() - cpu))
+            failed = f"\n    FAILED: {measured.problem}" if measured.problem else ""
+            print(f"  {row:9} {measured.seconds:6.2f} s {measured.peak_rss_mib:6.1f} MiB{failed}", flush=True)
     return done
+
+
+def _asked(world: World) -> dict[str, int]:
+    distinct = {(q.server, q.qname.lower(), q.qtype) for q in world.dns.queries}
+    return {
+        "aws": len(world.aws.calls),
+        "dns": len(distinct),
+        "dns_resent": len(world.dns.queries) - len(distinct),
+        "postmark": len(world.postmark.calls),
+    }
 
 
 # -- figures -------------------------------------------------------------------------------------------
@@ -234,12 +248,15 @@ SIZE_HEADERS = (
     "× lower bound",
     "peak RSS MiB",
     "requests AWS/DNS/Postmark",
+    "DNS resent",
     "world CPU s",
+    "failed runs",
 )
 
 
 def stats(runs: Sequence[Run], row: str) -> Stats | None:
-    values = [r.measured.seconds for r in runs if r.row == row]
+    """Seconds of the row's runs that did their job (a failed run's time says nothing about speed)."""
+    values = [r.measured.seconds for r in runs if r.row == row and r.measured.ok]
     return Stats.of(values) if values else None
 
 
@@ -257,22 +274,25 @@ def size_rows(size: int, runs: Sequence[Run], latency: Latency, workers: int) ->
         mine = [r for r in runs if r.row == row]
         if not mine:
             continue
-        found, asked = Stats.of([r.measured.seconds for r in mine]), mine[-1].requests
+        found, asked = stats(runs, row), mine[-1].requests
+        failed = sum(not r.measured.ok for r in mine)
         lines.append(
             [
                 str(size),
                 LABELS[row].format(workers=workers),
-                found.text(),
-                f"{found.median / bound:.2f}" if bound else "–",
+                found.text() if found else "–",
+                f"{found.median / bound:.2f}" if found and bound else "–",
                 f"{max(r.measured.peak_rss_mib for r in mine):.0f}",
                 f"{asked['aws']}/{asked['dns']}/{asked['postmark']}",
+                str(asked["dns_resent"]),
                 f"{Stats.of([r.world_cpu for r in mine]).median:.2f}",
+                f"{failed} of {len(mine)}",
             ]
         )
     if bound is not None:
         chain, seconds = latency.longest_chain()
         what = f"lower bound: fixed cost + {chain} chain {len(CHAINS[chain])} × latency = {seconds:.2f} s"
-        lines.append([str(size), what, f"{bound:.2f}", "1.00", "", "", ""])
+        lines.append([str(size), what, f"{bound:.2f}", "1.00", "", "", "", "", ""])
     return lines
 
 
@@ -306,29 +326,49 @@ def targets(results: dict[int, list[Run]], latency: Latency, workers: int) -> li
     if peaks:
         peak = max(peaks) * MB_PER_MIB
         lines.append([f"N={large} peak RSS of any pytest process < 300 MB", f"{peak:.0f} MB", verdict(peak < 300)])
+    for size, runs in sorted(results.items()):
+        mailgate_asked = {_without_resends(r.requests) for r in runs if r.row == "n0" and r.measured.ok}
+        baseline_asked = {_without_resends(r.requests) for r in runs if r.row == "baseline" and r.measured.ok}
+        if mailgate_asked and baseline_asked:
+            figures = "AWS/DNS/Postmark " + "; ".join(
+                f"{who} {' or '.join(f'{a}/{d}/{p}' for a, d, p in sorted(found))}"
+                for who, found in (("mailgate", mailgate_asked), ("baseline", baseline_asked))
+            )
+            same = mailgate_asked == baseline_asked and len(mailgate_asked) == 1
+            lines.append([f"N={size} the baseline asked what mailgate -n 0 asked", figures, verdict(same)])
+    every = [(size, r) for size, runs in results.items() for r in runs]
+    failed = sorted({f"N={size} {r.row}" for size, r in every if not r.measured.ok})
+    figures = f"{len(every) - sum(not r.measured.ok for _, r in every)} of {len(every)} passed"
+    lines.append(["every timed run did its job (checks passed)", figures + "".join(f"; failed: {f}" for f in failed)])
+    lines[-1].append(verdict(not failed))
     return lines
 
 
+def _without_resends(requests: dict[str, int]) -> tuple[int, int, int]:
+    return requests["aws"], requests["dns"], requests["postmark"]
+
+
 def _summary(results: dict[int, list[Run]], latency: Latency, workers: int, report: list[list[str]]) -> dict[str, Any]:
+    def row_summary(runs: Sequence[Run], row: str) -> dict[str, Any]:
+        mine, found = [r for r in runs if r.row == row], stats(runs, row)
+        return {
+            "seconds": asdict(found) if found else None,
+            "peak_rss_mib": max(r.measured.peak_rss_mib for r in mine),
+            "requests": mine[-1].requests,
+            "world_cpu": [r.world_cpu for r in mine],
+            "problems": [r.measured.problem for r in mine if r.measured.problem],
+        }
+
     sizes = {
         str(size): {
-            "rows": {
-                row: {
-                    "seconds": asdict(found),
-                    "peak_rss_mib": max(r.measured.peak_rss_mib for r in runs if r.row == row),
-                    "requests": [r.requests for r in runs if r.row == row][-1],
-                    "world_cpu": [r.world_cpu for r in runs if r.row == row],
-                }
-                for row in ROWS
-                if (found := stats(runs, row)) is not None
-            },
+            "rows": {row: row_summary(runs, row) for row in ROWS if any(r.row == row for r in runs)},
             "lower_bound": lower_bound(runs, latency),
             "table": size_rows(size, runs, latency, workers),
         }
         for size, runs in results.items()
     }
     chain = latency.longest_chain()
-    return {"machine": machine(), "latency": asdict(latency), "longest_chain": chain, "sizes": sizes, "targets": report}
+    return {"latency": asdict(latency), "longest_chain": chain, "sizes": sizes, "targets": report}
 
 
 # -- the baseline --------------------------------------------------------------------------------------
@@ -357,6 +397,7 @@ async def baseline(partitions_file: Path, names: str) -> list[str]:
     file = config.file
     url = os.environ.get("POSTMARK_API_URL") or file.postmark.api_url
     credentials = Credentials()
+    lookups: dict[tuple[dns.name.Name, str], tuple[str, ...]] = {}  # as probes.dns: one lookup per gathering
     problems: list[str] = []
     for target in config.select(names):
         context = cdk.read_context_entry(config.infra_repo / "cdk.context.json", target.context_key)
@@ -366,7 +407,7 @@ async def baseline(partitions_file: Path, names: str) -> list[str]:
         questions = [(target.zone, "TXT"), (target.dmarc_host, "TXT"), (target.return_path_host, "CNAME")]
         if context is not None:
             questions.append((target.dkim_host(context.selector), "TXT"))
-        answers = await _dns_in_turn(target.zone, file.domain, questions, file.dns)
+        answers = await _dns_in_turn(target.zone, file.domain, questions, file.dns, lookups)
         token = credentials.get(target.credential)
         async with postmark.PostmarkClient(url, token, account=target.postmark_account) as client:
             seen = await postmark.observe_domain(client, target.postmark_account, target.zone, wait=60.0, verify=True)
@@ -374,8 +415,15 @@ async def baseline(partitions_file: Path, names: str) -> list[str]:
     return problems
 
 
-async def _dns_in_turn(zone: str, parent: str, queries: Sequence[tuple[str, str]], spec: DnsSpec) -> list[probe.Answer]:
-    """`probes.dns.observe_zone`'s questions to the same servers, one at a time."""
+async def _dns_in_turn(
+    zone: str,
+    parent: str,
+    queries: Sequence[tuple[str, str]],
+    spec: DnsSpec,
+    lookups: dict[tuple[dns.name.Name, str], tuple[str, ...]],
+) -> list[probe.Answer]:
+    """`probes.dns.observe_zone`'s questions to the same servers, one at a time; resolver lookups (the parent's
+    NS, name server addresses) already made for an earlier partition are reused, as mailgate does."""
     resolvers = [probe.parse_server(resolver) for resolver in spec.resolvers]
     questions = list(dict.fromkeys([(zone, "NS"), (zone, "SOA"), *((q, t.upper()) for q, t in queries)]))
     answers: list[probe.Answer] = []
@@ -387,11 +435,15 @@ async def _dns_in_turn(zone: str, parent: str, queries: Sequence[tuple[str, str]
         return answer
 
     async def first_records(qname: str, rtype: str) -> tuple[str, ...]:
-        for resolver in resolvers:
-            answer = await ask(resolver, qname, rtype, probe.RESOLVER)
-            if answer.rcode == "NOERROR" and answer.records:
-                return answer.records
-        return ()
+        key = (dns.name.from_text(qname), rtype)
+        if key not in lookups:
+            lookups[key] = ()
+            for resolver in resolvers:
+                answer = await ask(resolver, qname, rtype, probe.RESOLVER)
+                if answer.rcode == "NOERROR" and answer.records:
+                    lookups[key] = answer.records
+                    break
+        return lookups[key]
 
     parent_hosts = sorted({probe.host_text(n) for n in await first_records(parent, "NS")})
     parent_servers = {host: await first_records(host, "A") for host in parent_hosts}

@@ -40,17 +40,23 @@ class Round:
     steps: tuple[tuple[str, str, Measured], ...]
 
     def seconds(self, row: str) -> float | None:
+        """The row's wall time in this round; None when it was not run or did not do its job."""
         if row == "baseline":
-            return sum(m.seconds for _, _, m in self.steps) if self.steps else None
+            ok = self.steps and all(m.ok for _, _, m in self.steps)
+            return sum(m.seconds for _, _, m in self.steps) if ok else None
         found = self.rows.get(row)
-        return found.seconds if found else None
+        return found.seconds if found and found.ok else None
+
+    def problems(self) -> list[str]:
+        return [m.problem for m in [*self.rows.values(), *(m for _, _, m in self.steps)] if m.problem]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(argv)
     rows = _choice("--rows", options.rows, ROWS)
     checks = _choice("--checks", options.checks, tuple(CHECKS))
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()), flush=True)
+    before = machine()
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in before.items()), flush=True)
     from sandbox.world import World, apply_env
 
     state = Path(tempfile.mkdtemp(prefix="mailgate-bench-preflight-"))
@@ -77,8 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = targets_met(rounds)
     print("\n" + table(HEADERS, lines), flush=True)
     print("\n" + table(["target", "measured (medians, seconds)", "verdict"], report), flush=True)
+    print(f"load (1/5/15 min) before {before['load (1/5/15 min)']}, after {machine()['load (1/5/15 min)']}")
     if options.json:
-        Path(options.json).write_text(json.dumps(_summary(rounds, lines, report), indent=2))
+        summary = _summary(rounds, lines, report) | {"machine": before, "load_after": machine()}
+        Path(options.json).write_text(json.dumps(summary, indent=2))
     return 0
 
 
@@ -136,7 +144,10 @@ def _round(plan: Plan, rows: Sequence[str], scratch: Path) -> Round:
             measured[row] = measure(plan.pytest(*reports, "-n", workers), env=plan.env, cwd=ROOT)
         else:
             steps = _baseline(plan, scratch / "baseline")
-        print(f"  {row:9} {Round(measured, steps).seconds(row):.2f} s", flush=True)
+        done = Round(measured, steps)
+        seconds = done.seconds(row)
+        shown = f"{seconds:.2f} s" if seconds is not None else "FAILED: " + "\n    ".join(done.problems())
+        print(f"  {row:9} {shown}", flush=True)
     return Round(measured, steps)
 
 
@@ -200,15 +211,18 @@ def targets_met(rounds: Sequence[Round]) -> list[list[str]]:
     if peaks:
         peak = max(peaks) * MB_PER_MIB
         lines.append(["peak RSS of any pytest process < 300 MB", f"{peak:.0f} MB", verdict(peak < 300)])
+    problems = [p for r in rounds for p in r.problems()]
+    figures = f"{len(problems)} failed" + "".join(f"; {p.splitlines()[0]}" for p in problems)
+    lines.append(["every timed run did its job (checks passed)", figures, verdict(not problems)])
     return lines
 
 
 def _summary(rounds: Sequence[Round], lines: list[list[str]], report: list[list[str]]) -> dict[str, Any]:
     return {
-        "machine": machine(),
         "rows": {row: asdict(found) for row in ROWS if (found := stats(rounds, row)) is not None},
         "steps": [[{"partition": p, "step": s, "seconds": m.seconds} for p, s, m in r.steps] for r in rounds],
         "peak_rss_mib": {row: max(r.rows[row].peak_rss_mib for r in rounds) for row in rounds[0].rows},
+        "problems": [p for r in rounds for p in r.problems()],
         "table": lines,
         "targets": report,
     }
