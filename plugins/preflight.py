@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
+import pickle
 import shlex
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from plugins.partitions import Selection, item_partition, selection
+from plugins.partitions import Selection, item_partition, run_dir, selection
 from plugins.report import reports_dir
 from probes import shell
 from probes.cdk import Assembly, CdkError, read_assembly
@@ -54,8 +57,9 @@ class Synth:
 class InfraRunner:
     """Runs the infra repo's command templates truthfully, logging to reports/logs/."""
 
-    def __init__(self, chosen: Selection, logs: Path, timeout: float) -> None:
+    def __init__(self, chosen: Selection, logs: Path, timeout: float, run_dir: Path) -> None:
         self.chosen = chosen
+        self.run_dir = run_dir
         self.logs = logs
         self.timeout = timeout
         self._synths: dict[str, Future[Synth]] = {}
@@ -83,6 +87,18 @@ class InfraRunner:
         return future.result()
 
     def _synth(self, target: Target) -> Synth:
+        """One synth per partition per run, whichever process (xdist worker) asks first; the others read it."""
+        name = f"synth-{target.infrastructure}-{target.partition}"
+        with (self.run_dir / f"{name}.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            done = self.run_dir / f"{name}.pickle"
+            if done.exists():
+                return cast(Synth, pickle.loads(done.read_bytes()))
+            synth = self._run_synth(target)
+            done.write_bytes(pickle.dumps(synth))
+            return synth
+
+    def _run_synth(self, target: Target) -> Synth:
         template = self.chosen.config.file.infra.synth
         own_dir = "{out}" in template
         out = self.logs.parent / "synth" / f"{target.infrastructure}-{target.partition}"
@@ -112,7 +128,8 @@ class InfraRunner:
 def infra(request: pytest.FixtureRequest) -> Iterator[InfraRunner]:
     """The infra repo's commands (build, lint, test, synth, diff), run with logs under reports/logs/."""
     config = request.config
-    runner = InfraRunner(selection(config), reports_dir(config) / "logs", config.getoption("command_timeout"))
+    logs = reports_dir(config) / "logs"
+    runner = InfraRunner(selection(config), logs, config.getoption("command_timeout"), run_dir(config))
     yield runner
     runner.close()
 
