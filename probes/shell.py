@@ -23,6 +23,7 @@ from typing import IO
 from probes.secrets import redact
 
 TERM_GRACE = 2.0  # seconds between SIGTERM and SIGKILL to the process group
+KILL_GRACE = 5.0  # seconds to wait for SIGKILLed group members to be gone
 DRAIN_GRACE = 2.0  # seconds to wait for background processes to close the output after the command exited
 MAX_LINE = 65536  # a longer line is split into pieces of this many bytes
 
@@ -216,6 +217,9 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.02)
     _signal_group(pgid, signals.SIGKILL, proc)
     proc.wait()
+    deadline = time.monotonic() + KILL_GRACE  # SIGKILL is delivered asynchronously: return once it has landed
+    while time.monotonic() < deadline and _group_running(pgid):
+        time.sleep(0.02)
 
 
 def _signal_group(pgid: int, sig: int, proc: subprocess.Popen[bytes]) -> bool:
