@@ -103,24 +103,9 @@ def _demo() -> int:
     """The README's main job: every partition through preflight, the gated deploy and postmerge."""
     import pytest
 
-    return int(
-        pytest.main(
-            [
-                "--rootdir",
-                str(ROOT),
-                "-c",
-                str(ROOT / "pyproject.toml"),
-                "-p",
-                "no:cacheprovider",
-                "--sandbox",
-                "--deploy",
-                "--confirm-production",
-                "prod",
-                str(ROOT / "tests_preflight"),
-                str(ROOT / "tests_postmerge"),
-            ]
-        )
-    )
+    from sandbox.suite import suite_args
+
+    return int(pytest.main(suite_args("--sandbox", "--deploy", "--confirm-production", "prod")))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from sandbox.scenarios import Scenarios
+from sandbox.suite import suite_args
 from sandbox.world import UNSET_ENV, World
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -54,23 +53,14 @@ def mailgate(pytester: pytest.Pytester, scenarios: Scenarios, tmp_path: Path) ->
     """Run the real suite (tests_preflight/tests_postmerge) against the world: `mailgate("-m", "postmerge")`."""
 
     def run(*args: str) -> Run:
-        argv = [
-            "--rootdir",
-            str(ROOT),
-            "-c",
-            str(ROOT / "pyproject.toml"),
-            "-p",
-            "no:cacheprovider",
+        world = scenarios.world.info
+        argv = suite_args(
             "-p",
             "no:hypothesispytest",  # re-imported by every in-process run otherwise (~1 s each)
-            "--partitions-file",
-            scenarios.world.info.partitions_file,
-            "--reports-dir",
-            str(tmp_path / "reports"),
             *args,
-        ]
-        if not any(a.startswith(("tests_", str(ROOT))) for a in args):
-            argv += [str(ROOT / "tests_preflight"), str(ROOT / "tests_postmerge")]
+            partitions_file=world.partitions_file,
+            reports_dir=tmp_path / "reports",
+        )
         recorder = pytester.inline_run(*argv)
         outcomes: dict[str, str] = {}
         messages: dict[str, str] = {}

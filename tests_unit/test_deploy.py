@@ -12,17 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-POSTMERGE = (
-    "test_stack_status",
-    "test_exports",
-    "test_ns_delegation",
-    "test_spf",
-    "test_dmarc",
-    "test_dkim",
-    "test_return_path",
-    "test_postmark_verified",
-)
+from sandbox.suite import POSTMERGE_CHECKS, suite_args
 
 
 def _variant(scenarios, tmp_path: Path, **infra: str) -> str:
@@ -56,7 +46,7 @@ def test_deploy_refused_after_a_failed_preflight_check(scenarios, mailgate, tmp_
     partitions = _variant(scenarios, tmp_path, **{**QUICK, "lint": "echo 'lint: 3 problems' && false"})
     run = mailgate("--partition", "dev", "--deploy", "--partitions-file", partitions)
     assert run.outcomes["test_lint"] == "failed"
-    assert {run.outcomes[f"{check}[dev]"] for check in POSTMERGE} == {"error"}
+    assert {run.outcomes[f"{check}[dev]"] for check in POSTMERGE_CHECKS} == {"error"}
     assert "not deployed: preflight check test_lint failed" in run.messages["test_stack_status[dev]"]
     assert scenarios.world.aws.writes() == []
 
@@ -86,8 +76,8 @@ def test_production_needs_its_own_confirmation(  # noqa: PLR0917 - fixtures and 
         "--partition", "dev,prod", "--deploy", *args, "--partitions-file", _variant(scenarios, tmp_path, **QUICK)
     )
     assert why in run.messages["test_stack_status[prod]"]
-    assert {run.outcomes[f"{check}[prod]"] for check in POSTMERGE} == {"error"}
-    assert {run.outcomes[f"{check}[dev]"] for check in POSTMERGE} == {"passed"}, run.messages
+    assert {run.outcomes[f"{check}[prod]"] for check in POSTMERGE_CHECKS} == {"error"}
+    assert {run.outcomes[f"{check}[dev]"] for check in POSTMERGE_CHECKS} == {"passed"}, run.messages
 
 
 def test_a_deploy_that_prints_done_and_exits_255_fails(scenarios, mailgate, tmp_path: Path) -> None:
@@ -119,24 +109,16 @@ def test_full_path_for_four_partitions_under_xdist_deploys_each_once(scenarios, 
     deploy = f"echo {{partition}} >> {shlex.quote(str(counter))} && {sandbox_deploy}"
     partitions = _variant(scenarios, tmp_path, deploy=deploy)
     result = pytester.runpytest_subprocess(
-        "--rootdir",
-        str(ROOT),
-        "-c",
-        str(ROOT / "pyproject.toml"),
-        "-p",
-        "no:cacheprovider",
-        "-n",
-        "4",
-        "--partitions-file",
-        partitions,
-        "--reports-dir",
-        str(tmp_path / "reports"),
-        "--deploy",
-        "--confirm-production",
-        "prod",
-        "-q",
-        str(ROOT / "tests_preflight"),
-        str(ROOT / "tests_postmerge"),
+        *suite_args(
+            "-n",
+            "4",
+            "--deploy",
+            "--confirm-production",
+            "prod",
+            "-q",
+            partitions_file=partitions,
+            reports_dir=tmp_path / "reports",
+        ),
         timeout=600,
     )
     assert result.ret == 0, result.stdout.str()[-4000:]

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-CHECKS = (
-    "test_stack_status",
-    "test_exports",
-    "test_ns_delegation",
-    "test_spf",
-    "test_dmarc",
-    "test_dkim",
-    "test_return_path",
-    "test_postmark_verified",
-)
+from sandbox.suite import POSTMERGE_CHECKS, suite_args
 
 
 def test_healthy_partition_passes_every_check(scenarios, mailgate) -> None:
     seeded = scenarios.seed("dev")
     run = mailgate("-m", "postmerge", "--partition", "dev")
-    assert run.outcomes == {f"{check}[dev]": "passed" for check in CHECKS}, run.messages
+    assert run.outcomes == {f"{check}[dev]": "passed" for check in POSTMERGE_CHECKS}, run.messages
     assert len(f"k=rsa; p={seeded.dkim.public_key}") > 255, "the DKIM key must need several TXT strings"
 
 
@@ -70,7 +59,7 @@ def test_no_postmark_verify_only_reads(scenarios, mailgate) -> None:
 
 def test_undeployed_partition_fails_every_check_with_its_cause(scenarios, mailgate) -> None:
     run = mailgate("-m", "postmerge", "--partition", "dev", "--postmark-wait", "0")
-    assert run.failed() == {f"{check}[dev]" for check in CHECKS}
+    assert run.failed() == {f"{check}[dev]" for check in POSTMERGE_CHECKS}
     assert "stack Alpha002-dev-Email does not exist" in run.messages["test_stack_status[dev]"]
     assert "has no entry partitionMail:Alpha002:dev" in run.messages["test_dkim[dev]"]
 
@@ -81,30 +70,22 @@ def test_four_partitions_under_xdist_match_the_single_process_verdicts(
     """-n 4 across four partitions: the same verdicts, and Postmark asked once per partition, not per worker."""
     for name in ("dev", "stage", "demo", "prod"):
         scenarios.seed(name, defects=["two-spf"] if name == "demo" else ())
-    root = Path(__file__).resolve().parents[1]
     result = pytester.runpytest_subprocess(
-        "--rootdir",
-        str(root),
-        "-c",
-        str(root / "pyproject.toml"),
-        "-p",
-        "no:cacheprovider",
-        "-n",
-        "4",
-        "--partitions-file",
-        scenarios.world.info.partitions_file,
-        "--reports-dir",
-        str(tmp_path / "reports"),
-        "-m",
-        "postmerge",
-        "-rA",
-        str(root / "tests_postmerge"),
+        *suite_args(
+            "-n",
+            "4",
+            "-m",
+            "postmerge",
+            "-rA",
+            partitions_file=scenarios.world.info.partitions_file,
+            reports_dir=tmp_path / "reports",
+        )
     )
     out = result.stdout.str()
     passed = {line.split("::")[-1] for line in out.splitlines() if line.startswith("PASSED")}
     failed = {line.split("::")[-1].split(" ")[0] for line in out.splitlines() if line.startswith("FAILED")}
     assert failed == {"test_spf[demo]"}, out[-3000:]
-    assert passed == {f"{c}[{p}]" for c in CHECKS for p in ("dev", "stage", "demo", "prod")} - failed
+    assert passed == {f"{c}[{p}]" for c in POSTMERGE_CHECKS for p in ("dev", "stage", "demo", "prod")} - failed
     listings = [c for c in scenarios.world.postmark.calls if c.method == "GET" and c.path.lower() == "/domains"]
     assert len(listings) == 4, f"expected one domain listing per partition, saw {len(listings)}"
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from sandbox.scenarios import Scenarios, commit_infra
+from sandbox.suite import suite_args
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = ("dev", "stage", "demo", "prod")
@@ -158,22 +159,16 @@ def test_under_xdist_code_runs_once_and_each_partition_synthesizes_once(
     wrapped = {step: f"echo {step} >> {count} && {infra[step]}" for step in ("build", "lint", "test")}
     wrapped["synth"] = f"echo synth-{{partition}} >> {count} && {infra['synth']}"
     result = pytester.runpytest_subprocess(
-        "--rootdir",
-        str(ROOT),
-        "-c",
-        str(ROOT / "pyproject.toml"),
-        "-p",
-        "no:cacheprovider",
-        "-n",
-        "4",
-        "--partitions-file",
-        _variant(scenarios, tmp_path, wrapped),
-        "--reports-dir",
-        str(tmp_path / "reports"),
-        "-m",
-        CODE_OR_SYNTH,
-        "-q",
-        str(ROOT / "tests_preflight"),
+        *suite_args(
+            "-n",
+            "4",
+            "-m",
+            CODE_OR_SYNTH,
+            "-q",
+            str(ROOT / "tests_preflight"),
+            partitions_file=_variant(scenarios, tmp_path, wrapped),
+            reports_dir=tmp_path / "reports",
+        ),
         timeout=600,
     )
 

@@ -29,6 +29,7 @@ from probes.config import EXPORT_NAMES, Target
 from probes.observe import Credentials, PartitionObservation, Settings, observe_all
 from sandbox.postmark_fake import PostmarkFault
 from sandbox.scenarios import Scenarios
+from sandbox.suite import POSTMERGE_CHECKS
 from sandbox.world import UNSET_ENV, World, WorldInfo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -455,19 +456,7 @@ def test_sandbox_option_runs_against_a_fresh_world_and_leaves_nothing(
     print(f"pytest --sandbox {' '.join(workers)}: {took:.2f} s; {header.group(0)}")
     failed = {line.split("::")[-1].split(" ")[0] for line in out.splitlines() if line.startswith("FAILED")}
     assert result.ret == pytest.ExitCode.TESTS_FAILED, out[-3000:]
-    assert failed == {
-        f"{check}[dev]"
-        for check in (
-            "test_stack_status",
-            "test_exports",
-            "test_ns_delegation",
-            "test_spf",
-            "test_dmarc",
-            "test_dkim",
-            "test_return_path",
-            "test_postmark_verified",
-        )
-    }, out[-3000:]
+    assert failed == {f"{check}[dev]" for check in POSTMERGE_CHECKS}, out[-3000:]
     assert "stack Alpha002-dev-Email does not exist" in out, "moto was not asked: the world was not used"
     assert f"at {header.group(3)}: was the partition deployed?" in out, "the world's Postmark was not asked"
     assert (ROOT / "partitions.yaml").read_bytes() == real, "the real partitions.yaml changed"
