@@ -182,8 +182,8 @@ def deployed(partition: Target, request: pytest.FixtureRequest) -> DeployOutcome
             outcome = _deploy(config, gate, partition)
             gate.deploys[partition.partition] = outcome
             request.node.user_properties.append(("mailgate_deploy", json.dumps(asdict(outcome))))
-    if outcome.interrupted:
-        raise KeyboardInterrupt(outcome.reason())
+    if outcome.interrupted:  # report it (the sign-off's Deploy cell says so), then stop the run as Ctrl-C would
+        request.session.shouldstop = f"Ctrl-C during the deploy of {partition.partition}"
     if not outcome.ok:
         pytest.fail(outcome.reason(), pytrace=False)
     return outcome

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -124,3 +126,35 @@ def test_full_path_for_four_partitions_under_xdist_deploys_each_once(scenarios, 
     assert result.ret == 0, result.stdout.str()[-4000:]
     result.stdout.fnmatch_lines(["*64 passed*"])
     assert sorted(counter.read_text().split()) == ["demo", "dev", "prod", "stage"]
+
+
+def test_ctrl_c_during_a_deploy_kills_it_and_reports_the_partition_interrupted(scenarios, tmp_path: Path) -> None:
+    marker = f"mailgate-ctrl-c-{os.getpid()}-{time.time_ns()}"
+    partitions = _variant(scenarios, tmp_path, **QUICK, deploy=f"exec -a {marker} sleep 300")
+    reports = tmp_path / "reports"
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *suite_args("--partition", "dev", "--deploy", partitions_file=partitions, reports_dir=reports),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 180
+    while not subprocess.run(["pgrep", "-f", marker], capture_output=True, check=False).stdout:
+        assert run.poll() is None, "pytest ended before the deploy started"
+        assert time.monotonic() < deadline, "the deploy never started"
+        time.sleep(0.2)
+    run.send_signal(signal.SIGINT)
+    out, _ = run.communicate(timeout=60)
+    assert run.returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
+    assert "was interrupted after" in out
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True, check=False).stdout == b""
+    signoff = json.loads((reports / "signoff.json").read_text())
+    assert signoff["complete"] is False
+    table = (reports / "signoff.md").read_text()
+    assert "interrupted after" in table, table
