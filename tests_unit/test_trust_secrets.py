@@ -102,9 +102,11 @@ def _judge_reports(reports: Path, out: str, secrets: list[str]) -> dict[str, byt
     files = report_files(reports)
     kinds = {Path(name).suffix for name in files}
     assert {".html", ".xml", ".log"} <= kinds, f"reports missing: {sorted(files)}"
-    xml = next(data for name, data in files.items() if name.endswith(".xml"))
-    for forced in (b"answered 401", b"DKIM NOT verified", b"differs from cdk.context.json"):
-        assert forced in xml, f"the forced failure {forced!r} is not in the JUnit report: the scan would prove nothing"
+    assert {"signoff.json", "signoff.md"} <= set(files), f"sign-off files missing: {sorted(files)}"
+    for kind in (".xml", ".html", "signoff.json"):
+        text = next(data for name, data in files.items() if name.endswith(kind))
+        for forced in (b"answered 401", b"DKIM NOT verified", b"differs from cdk.context.json"):
+            assert forced in text, f"the forced failure {forced!r} is not in the {kind} report: its scan proves nothing"
     assert "FAILED" in out
     return files
 
