@@ -75,7 +75,12 @@ class InfraRunner:
         line = template.format(**values) if target else template
         suffix = f"-{target.infrastructure}-{target.partition}" if target else ""
         log = self.logs / f"{name}{suffix}.log"
-        return shell.run(line, cwd=self.chosen.infra_repo, log_path=log, timeout=self.timeout, tail_lines=tail_lines)
+        try:
+            return shell.run(
+                line, cwd=self.chosen.infra_repo, log_path=log, timeout=self.timeout, tail_lines=tail_lines
+            )
+        except shell.CommandError as exc:
+            pytest.fail(f"{exc}; pass --infra-repo PATH or fix infra.repo in {self.chosen.config.path}", pytrace=False)
 
     def synth(self, target: Target, overlap: tuple[Target, ...]) -> Synth:
         """This partition's synth; the first call also starts those of `overlap`, so synths run side by side."""

@@ -26,14 +26,17 @@ def _judge_dns(
     evidence: Evidence,
     questions: list[tuple[str, str]],
     judge: Judge,
-) -> list[str]:
-    """Judge (retrying until --dns-wait), record the answers, and add resolver disagreements."""
+) -> tuple[list[str], list[str]]:
+    """Judge (retrying until --dns-wait), record the answers, add resolver disagreements; also return the
+    servers that gave no usable answer to these questions (their next step is reaching them, not the record)."""
     zone, problems, looks = observer.settle_dns(observed, judge)
     if zone is None:
-        return problems
+        return problems, []
+    silent: list[str] = []
     for qname, rtype in questions:
         agreement = probe.agreed(zone, qname, rtype)
         evidence.add(f"{rtype} {qname} (authoritative, {looks} look(s))", agreement.evidence or "no server asked")
+        silent += [f"{a.server} ({a.address})" for a in agreement.answers if not a.usable]
         advisory = _resolver_disagreement(zone, agreement)
         if advisory:
             evidence.add(f"{rtype} {qname} (public resolvers, advisory)", advisory)
@@ -41,7 +44,7 @@ def _judge_dns(
                 problems.append(
                     f"public resolvers disagree with the authoritative servers (--strict-resolvers): {advisory}"
                 )
-    return problems
+    return problems, sorted(set(silent)) if problems else []
 
 
 def _resolver_disagreement(zone: probe.ZoneObservation, agreement: probe.Agreement) -> str | None:
@@ -71,7 +74,12 @@ def _content(zone: probe.ZoneObservation, qname: str, rtype: str) -> probe.Agree
     return probe.agreed(dataclasses.replace(zone, answers=usable), qname, rtype)
 
 
-def _fail_text(what: str, problems: list[str], next_step: str) -> str:
+def _fail_text(what: str, problems: list[str], next_step: str, silent: list[str]) -> str:
+    if silent:
+        next_step = (
+            f"check {', '.join(silent)}: the network path to it, and whether it serves the zone; rerun with "
+            f"--dns-wait SECONDS if it is only slow (then, if a record is still wrong: {next_step})"
+        )
     return f"{what}:\n  " + "\n  ".join(problems) + f"\n{next_step}"
 
 
@@ -111,11 +119,12 @@ def test_ns_delegation(
         return problems
 
     evidence.add("Route53 delegation set", route53.name_servers if route53 else ["unknown"])
-    problems = _judge_dns(mailgate_observer, observed, evidence, [(partition.zone, "NS")], judge)
+    problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(partition.zone, "NS")], judge)
     assert not problems, _fail_text(
         f"NS delegation of {partition.zone} is wrong",
         problems,
         "set the parent's NS records for the zone to the hosted zone's four Route53 name servers",
+        silent,
     )
 
 
@@ -141,9 +150,12 @@ def test_spf(
             problems.append(f"missing include:{', include:'.join(missing)} (configured for {partition.partition})")
         return [f"SPF {mailauth.show(record.text)!r}: {p}" for p in problems] if problems else []
 
-    problems = _judge_dns(mailgate_observer, observed, evidence, [(partition.zone, "TXT")], judge)
+    problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(partition.zone, "TXT")], judge)
     assert not problems, _fail_text(
-        f"SPF of {partition.zone} is wrong", problems, "publish exactly one valid v=spf1 record ending in ~all or -all"
+        f"SPF of {partition.zone} is wrong",
+        problems,
+        "publish exactly one valid v=spf1 record ending in ~all or -all",
+        silent,
     )
 
 
@@ -173,11 +185,12 @@ def test_dmarc(
             problems.append(f"rua does not include mailto:{mailbox} (has {', '.join(record.rua_mailboxes) or 'none'})")
         return [f"DMARC {mailauth.show(record.text)!r}: {p}" for p in problems]
 
-    problems = _judge_dns(mailgate_observer, observed, evidence, [(partition.dmarc_host, "TXT")], judge)
+    problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(partition.dmarc_host, "TXT")], judge)
     assert not problems, _fail_text(
         f"DMARC of {partition.zone} is wrong",
         problems,
         f"publish one `v=DMARC1; p=...; rua=mailto:{mailbox}` record at {partition.dmarc_host}",
+        silent,
     )
 
 
@@ -218,11 +231,12 @@ def test_dkim(
 
     if domain is None:
         evidence.add("Postmark DKIM", "not compared: Postmark was not observed (see test_postmark_verified)")
-    problems = _judge_dns(mailgate_observer, observed, evidence, [(host, "TXT")], judge)
+    problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(host, "TXT")], judge)
     assert not problems, _fail_text(
         f"DKIM of {partition.zone} (selector {context.selector}) is wrong",
         problems,
         "publish the key Postmark issued (cdk.context.json) at the selector host, joined strings exactly as issued",
+        silent,
     )
 
 
@@ -242,7 +256,7 @@ def test_return_path(
         seen = [dns.name.from_text(r) for r in agreement.records]
         return [] if seen == [target] else [f"CNAME {host} points at {', '.join(map(str, seen))}, expected {target}"]
 
-    problems = _judge_dns(mailgate_observer, observed, evidence, [(host, "CNAME")], judge)
+    problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(host, "CNAME")], judge)
     if domain is not None:
         if dns.name.from_text(domain.return_path_domain or ".") != dns.name.from_text(host):
             problems.append(f"Postmark's ReturnPathDomain is {domain.return_path_domain!r}, expected {host}")
@@ -251,7 +265,10 @@ def test_return_path(
                 f"Postmark's ReturnPathDomainCNAMEValue is {domain.return_path_cname_value!r}, expected {target}"
             )
     assert not problems, _fail_text(
-        f"Return-Path of {partition.zone} is wrong", problems, f"point CNAME {host} at {partition.return_path_target}"
+        f"Return-Path of {partition.zone} is wrong",
+        problems,
+        f"point CNAME {host} at {partition.return_path_target}",
+        silent,
     )
 
 

@@ -110,12 +110,6 @@ def test_refusing_and_down_servers_are_named_by_the_ns_check(
     assert set(run.outcomes) == {f"{check}[dev]" for check in DNS_CHECKS}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tests_postmerge/test_dns.py: a silent or failing server gets the next step of a wrong record "
-    "('publish one v=DMARC1 ...', 'set the parent's NS records ...'); it should say to check the network path "
-    "to the named server and rerun with --dns-wait",
-)
 def test_silent_servers_next_step_is_to_reach_them(scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path) -> None:
     scenarios.seed("dev")
     target = scenarios.world.config.targets["dev"]
@@ -492,12 +486,6 @@ def test_command_killed_by_a_signal_is_named(scenarios: Scenarios, mailgate: Mai
     assert_verdict(run, {"test_build": ["was killed by SIGKILL (9)", "building"]})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugins/preflight.py InfraRunner.command lets probes.shell.CommandError escape: test_build/lint/"
-    "unit_tests error with a traceback through plugins/preflight.py and probes/shell.py instead of failing with "
-    "'working directory ... does not exist; pass --infra-repo PATH'",
-)
 def test_missing_infra_repo_fails_every_code_check_naming_it(
     scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path
 ) -> None:
