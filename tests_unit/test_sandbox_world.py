@@ -29,7 +29,7 @@ from probes.config import EXPORT_NAMES, Target
 from probes.observe import Credentials, PartitionObservation, Settings, observe_all
 from sandbox.postmark_fake import PostmarkFault
 from sandbox.scenarios import Scenarios
-from sandbox.suite import POSTMERGE_CHECKS
+from sandbox.suite import POSTMERGE_CHECKS, suite_args
 from sandbox.world import UNSET_ENV, World, WorldInfo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -429,24 +429,19 @@ def test_sandbox_option_runs_against_a_fresh_world_and_leaves_nothing(
         monkeypatch.delenv(name, raising=False)
     started = time.monotonic()
     result = pytester.runpytest_subprocess(
-        "--rootdir",
-        str(ROOT),
-        "-c",
-        str(ROOT / "pyproject.toml"),
-        "-p",
-        "no:cacheprovider",
-        "--reports-dir",
-        str(tmp_path / "reports"),
-        *workers,
-        "-m",
-        "postmerge",
-        "--partition",
-        "dev",
-        "--sandbox",
-        "--postmark-wait",
-        "0",
-        "-rA",
-        str(ROOT / "tests_postmerge"),
+        *suite_args(
+            *workers,
+            "-m",
+            "postmerge",
+            "--partition",
+            "dev",
+            "--sandbox",
+            "--postmark-wait",
+            "0",
+            "-rA",
+            str(ROOT / "tests_postmerge"),
+            reports_dir=tmp_path / "reports",
+        ),
         timeout=180,
     )
     took = time.monotonic() - started

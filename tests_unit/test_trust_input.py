@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from probes.config import Config, ConfigError, load
 from sandbox.scenarios import Scenarios, Seeded
+from sandbox.suite import suite_args
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID_TEXT = (ROOT / "partitions.yaml").read_text()
@@ -189,17 +190,7 @@ def test_bad_file_through_pytest_is_one_usage_error_line(pytester: pytest.Pytest
     text, expected = REFUSED[case]
     bad = pytester.path / "partitions.yaml"
     bad.write_text(text, encoding="utf-8")
-    result = pytester.runpytest(
-        "--rootdir",
-        str(ROOT),
-        "-c",
-        str(ROOT / "pyproject.toml"),
-        "-p",
-        "no:cacheprovider",
-        "--partitions-file",
-        str(bad),
-        str(ROOT / "tests_postmerge"),
-    )
+    result = pytester.runpytest(*suite_args(str(ROOT / "tests_postmerge"), partitions_file=str(bad)))
     output = result.stdout.str() + result.stderr.str()
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output
     errors = [line for line in result.errlines if line.startswith("ERROR:")]

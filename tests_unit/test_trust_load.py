@@ -28,6 +28,7 @@ from probes import dns, postmark
 from probes.secrets import Secret
 from sandbox.postmark_fake import PostmarkFault
 from sandbox.scenarios import Scenarios
+from sandbox.suite import POSTMERGE_CHECKS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRA = 60  # + dev, stage, demo, prod = 64 partitions
@@ -39,16 +40,6 @@ DEFECTS = {
     "prod": ("rollback", "test_stack_status"),
 }
 STUCK = "p41"  # unverified in Postmark and never verifying: fails test_postmark_verified after --postmark-wait
-CHECKS = (
-    "test_stack_status",
-    "test_exports",
-    "test_ns_delegation",
-    "test_spf",
-    "test_dmarc",
-    "test_dkim",
-    "test_return_path",
-    "test_postmark_verified",
-)
 ATTEMPT = re.compile(r"^(\d\d):(\d\d):(\d\d\.\d+) (GET|PUT|POST) ")
 
 
@@ -63,7 +54,7 @@ def test_64_partitions_under_429s_keep_rate_deadline_and_verdicts(tmp_path: Path
 
     names = seen["partitions"]
     assert len(names) == 64
-    expected = {f"{check}[{name}]": "passed" for check in CHECKS for name in names}
+    expected = {f"{check}[{name}]": "passed" for check in POSTMERGE_CHECKS for name in names}
     expected |= {f"{check}[{name}]": "failed" for name, (_, check) in DEFECTS.items()}
     expected[f"test_postmark_verified[{STUCK}]"] = "failed"
     wrong = {k: (seen["outcomes"].get(k), v) for k, v in expected.items() if seen["outcomes"].get(k) != v}

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from sandbox.scenarios import Scenarios
+from sandbox.suite import suite_args
 
 ROOT = Path(__file__).resolve().parents[1]
 CANARY = "mg-CANARY+tok/3n=9 Zq&x?>"  # rejected by Postmark: every dev check gets a 401 carrying it in a header
@@ -73,19 +74,9 @@ def canary_world(scenarios: Scenarios, tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def _args(partitions: Path, reports: Path, *extra: str) -> list[str]:
-    return [
-        "--rootdir",
-        str(ROOT),
-        "-c",
-        str(ROOT / "pyproject.toml"),
-        "-p",
-        "no:cacheprovider",
-        "--partitions-file",
-        str(partitions),
+    return suite_args(
         "--partition",
         PARTITIONS,
-        "--reports-dir",
-        str(reports),
         "--postmark-wait",
         "1",
         "-vv",
@@ -93,9 +84,9 @@ def _args(partitions: Path, reports: Path, *extra: str) -> list[str]:
         "-rA",
         "--log-level=DEBUG",
         *extra,
-        str(ROOT / "tests_preflight"),
-        str(ROOT / "tests_postmerge"),
-    ]
+        partitions_file=str(partitions),
+        reports_dir=reports,
+    )
 
 
 def _judge_reports(reports: Path, out: str, secrets: list[str]) -> dict[str, bytes]:
