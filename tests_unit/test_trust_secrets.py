@@ -19,7 +19,6 @@ import yaml
 from sandbox.scenarios import Scenarios
 from sandbox.suite import suite_args
 
-ROOT = Path(__file__).resolve().parents[1]
 CANARY = "mg-CANARY+tok/3n=9 Zq&x?>"  # rejected by Postmark: every dev check gets a 401 carrying it in a header
 CANARY_ENV = "MAILGATE_TRUST_CANARY"
 PARTITIONS = "dev,stage"
