@@ -22,6 +22,7 @@ from typing import IO
 
 from probes.secrets import redact
 
+PLAIN_OUTPUT = {"NO_COLOR": "1", "FORCE_COLOR": "0"}  # tools print text, not ANSI colour, into logs
 TERM_GRACE = 2.0  # seconds between SIGTERM and SIGKILL to the process group
 KILL_GRACE = 5.0  # seconds to wait for SIGKILLed group members to be gone
 DRAIN_GRACE = 2.0  # seconds to wait for background processes to close the output after the command exited
@@ -85,7 +86,9 @@ def run(
 ) -> CommandResult:
     """Run `command` with `/bin/bash -c` in `cwd` and wait for it, at most `timeout` seconds.
 
-    `env` adds to (and overrides) the current environment. On timeout the whole process group gets
+    `env` adds to (and overrides) the current environment, in which colour is turned off (`PLAIN_OUTPUT`:
+    with CI=true node tools colour their output, which would reach logs, tails and parsed output).
+    On timeout the whole process group gets
     SIGTERM, then SIGKILL after TERM_GRACE; processes the command left behind when it exited are killed
     too. On KeyboardInterrupt the group is killed and CommandInterrupted (a KeyboardInterrupt carrying
     the result, `interrupted=True`) is raised. `on_line` is called from a reader thread; if it raises,
@@ -106,7 +109,7 @@ def run(
             proc = subprocess.Popen(
                 ["/bin/bash", "-c", command],
                 cwd=cwd,
-                env={**os.environ, **env} if env is not None else None,
+                env={**os.environ, **PLAIN_OUTPUT, **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

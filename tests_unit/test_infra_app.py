@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from probes.cdk import Assembly, exported_names, read_assembly, resource_counts, roles_with_name, summarize_diff
 from probes.config import EXPORT_NAMES
+from probes.shell import PLAIN_OUTPUT
 from sandbox.moto_secrets import teach_moto_secrets
 
 INFRA = Path(__file__).resolve().parents[1] / "sandbox" / "infra"
@@ -45,7 +46,8 @@ MOTO_ACCOUNT = "424242424242"
 
 
 def _run(args: list[str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    env = {**os.environ, **PLAIN_OUTPUT}  # with CI=true node tools would colour their output
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False, env=env)
 
 
 def _explain(result: subprocess.CompletedProcess[str]) -> str:
@@ -192,6 +194,7 @@ def test_diff_against_a_deployed_template_runs_offline_and_parses(repo: Path, tm
     deployed = tmp_path / "deployed.json"
     deployed.write_text("{}")  # nothing deployed yet: the first deploy adds everything
     offline = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {"AWS_EC2_METADATA_DISABLED": "true"}
+    offline |= PLAIN_OUTPUT
 
     result = subprocess.run(
         ["npm", "run", "--silent", "diff", "--", "Alpha001/prod", str(deployed)],
@@ -204,7 +207,7 @@ def test_diff_against_a_deployed_template_runs_offline_and_parses(repo: Path, tm
     )
 
     assert result.returncode == 0, _explain(result)
-    summary = summarize_diff(result.stderr)
+    summary = summarize_diff(result.stdout + result.stderr)  # the CDK CLI writes to stdout when CI=true
     assert summary.stacks == ("Alpha001-prod-Email",)
     assert summary.by_type == {
         "AWS::IAM::Role": {"add": 2},
