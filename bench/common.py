@@ -7,6 +7,7 @@ import platform
 import shlex
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else "python3"
+PYTHON = sys.executable  # the interpreter running the benchmark (`.venv/bin/python -m bench...`) runs pytest too
 SAMPLE_INTERVAL = 0.01  # seconds between two looks at /proc
 EXECNET_WORKER = "exec(eval(sys.stdin.readline()))"  # how execnet starts an xdist worker (`python -u -c ...`)
 

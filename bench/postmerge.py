@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from xml.etree import ElementTree
 
 import dns.name
 
@@ -91,6 +92,8 @@ class Run:
     measured: Measured
     requests: dict[str, int]  # aws, dns (distinct questions), dns_resent, postmark
     world_cpu: float  # CPU seconds of the bench process meanwhile: the world's servers (and the RSS sampler)
+    session: float | None  # pytest's own session time (JUnit), for the rows that run checks
+    slowest_check: float | None  # the slowest check's setup+call+teardown: it gathered the observations
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,14 +195,18 @@ def _commands(
     selection = ",".join(names)
     pytest = [PYTHON, "-m", "pytest", "-m", "postmerge", "--partitions-file", partitions_file, "--partition", selection]
     common = [*pytest, "-q", "-p", "no:cacheprovider", "--reports-dir", str(reports)]
+
+    def checks(row: str, *extra: str) -> tuple[list[str], tuple[int, ...]]:
+        return [*common, "--junitxml", str(reports / f"{row}.xml"), *extra], (0,)
+
     return {
         "collect": ([*common, "--collect-only"], (0,)),
-        "n0": ([*common, "-n", "0"], (0,)),
-        "nW": ([*common, "-n", str(workers)], (0,)),
+        "n0": checks("n0", "-n", "0"),
+        "nW": checks("nW", "-n", str(workers)),
         "idle0": ([*common, "-n", "0", "-k", DESELECT_ALL], (5,)),
         "idleW": ([*common, "-n", str(workers), "-k", DESELECT_ALL], (5,)),
-        "nohtml": ([*common, "-n", "0", "-p", "no:html"], (0,)),
-        "norate": ([*common, "-n", "0", "--postmark-rate", "100000"], (0,)),
+        "nohtml": checks("nohtml", "-n", "0", "-p", "no:html"),
+        "norate": checks("norate", "-n", "0", "--postmark-rate", "100000"),
         "baseline": ([PYTHON, "-m", "bench.postmerge", "baseline", partitions_file, selection], (0,)),
     }
 
@@ -221,12 +228,24 @@ def _rounds(
             world.aws.calls.clear()
             world.dns.queries.clear()
             world.postmark.calls.clear()
+            junit = Path(command[command.index("--junitxml") + 1]) if "--junitxml" in command else None
+            if junit is not None:
+                junit.unlink(missing_ok=True)
             cpu = time.process_time()
             measured = measure(command, env=env, cwd=ROOT, expect=expect)
-            done.append(Run(row, measured, _asked(world), time.process_time() - cpu))
+            cpu = time.process_time() - cpu
+            session, slowest = _junit_times(junit) if junit is not None and junit.exists() else (None, None)
+            done.append(Run(row, measured, _asked(world), cpu, session, slowest))
             failed = f"\n    FAILED: {measured.problem}" if measured.problem else ""
             print(f"  {row:9} {measured.seconds:6.2f} s {measured.peak_rss_mib:6.1f} MiB{failed}", flush=True)
     return done
+
+
+def _junit_times(path: Path) -> tuple[float, float]:
+    """pytest's session time and the slowest check's time, from the JUnit report it wrote."""
+    suite = ElementTree.parse(path).getroot().find("testsuite")
+    assert suite is not None, f"{path}: no <testsuite> in the JUnit report"
+    return float(suite.get("time", "0")), max((float(c.get("time", "0")) for c in suite.iter("testcase")), default=0.0)
 
 
 def _asked(world: World) -> dict[str, int]:
@@ -250,6 +269,8 @@ SIZE_HEADERS = (
     "requests AWS/DNS/Postmark",
     "DNS resent",
     "world CPU s",
+    "pytest session s",
+    "slowest check s",
     "failed runs",
 )
 
@@ -286,13 +307,15 @@ def size_rows(size: int, runs: Sequence[Run], latency: Latency, workers: int) ->
                 f"{asked['aws']}/{asked['dns']}/{asked['postmark']}",
                 str(asked["dns_resent"]),
                 f"{Stats.of([r.world_cpu for r in mine]).median:.2f}",
+                _median_text([r.session for r in mine if r.measured.ok]),
+                _median_text([r.slowest_check for r in mine if r.measured.ok]),
                 f"{failed} of {len(mine)}",
             ]
         )
     if bound is not None:
         chain, seconds = latency.longest_chain()
         what = f"lower bound: fixed cost + {chain} chain {len(CHAINS[chain])} × latency = {seconds:.2f} s"
-        lines.append([str(size), what, f"{bound:.2f}", "1.00", "", "", "", "", ""])
+        lines.append([str(size), what, f"{bound:.2f}", "1.00", "", "", "", "", "", "", ""])
     return lines
 
 
@@ -344,6 +367,11 @@ def targets(results: dict[int, list[Run]], latency: Latency, workers: int) -> li
     return lines
 
 
+def _median_text(values: Sequence[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    return f"{Stats.of(known).median:.2f}" if known else "–"
+
+
 def _without_resends(requests: dict[str, int]) -> tuple[int, int, int]:
     return requests["aws"], requests["dns"], requests["postmark"]
 
@@ -356,6 +384,8 @@ def _summary(results: dict[int, list[Run]], latency: Latency, workers: int, repo
             "peak_rss_mib": max(r.measured.peak_rss_mib for r in mine),
             "requests": mine[-1].requests,
             "world_cpu": [r.world_cpu for r in mine],
+            "session": [r.session for r in mine],
+            "slowest_check": [r.slowest_check for r in mine],
             "problems": [r.measured.problem for r in mine if r.measured.problem],
         }
 

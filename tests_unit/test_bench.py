@@ -61,6 +61,9 @@ def test_postmerge_benchmark_runs_on_two_tiny_sizes(tmp_path: Path) -> None:
         asked = {row: {k: v for k, v in rows[row]["requests"].items() if k != "dns_resent"} for row in rows}
         assert asked["collect"] == {"aws": 0, "dns": 0, "postmark": 0}
         assert asked["n0"] == asked["baseline"], "the baseline must ask what mailgate asks"
+        [session], [slowest] = rows["n0"]["session"], rows["n0"]["slowest_check"]
+        assert 0 < slowest <= session < rows["n0"]["seconds"]["high"], "pytest's own times, from its JUnit report"
+        assert rows["baseline"]["session"] == [None]
         assert rows["n0"]["requests"]["postmark"] == 2 * int(size), "one listing and one read per verified domain"
         assert found["lower_bound"] == pytest.approx(rows["collect"]["seconds"]["median"] + 0.02)
         printed = _table_lines(done.stdout[done.stdout.index(f"N={size}:") :], "N ")
@@ -163,10 +166,11 @@ def test_baseline_reports_a_partition_that_is_not_deployed(scenarios: Scenarios)
     assert any("stack Alpha002-stage-Email does not exist" in p for p in problems), problems
 
 
+ASKED = {"aws": 1, "dns": 1, "dns_resent": 0, "postmark": 1}
+
+
 def _run(row: str, seconds: float, rss: float = 100.0) -> postmerge.Run:
-    return postmerge.Run(
-        row, Measured(seconds, 0, rss, 1, None), {"aws": 1, "dns": 1, "dns_resent": 0, "postmark": 1}, 0.1
-    )
+    return postmerge.Run(row, Measured(seconds, 0, rss, 1, None), ASKED, 0.1, 2.0, 1.0)
 
 
 def _verdicts(results: dict[int, list[postmerge.Run]]) -> dict[str, str]:
@@ -264,9 +268,7 @@ def test_a_failed_run_keeps_its_command_and_error_lines() -> None:
 
 
 def test_failed_runs_are_left_out_of_the_times_and_fail_their_own_target() -> None:
-    failed = postmerge.Run(
-        "n0", Measured(0.5, 1, 100.0, 1, "`pytest` exited 1"), {"aws": 0, "dns": 0, "dns_resent": 0, "postmark": 0}, 0
-    )
+    failed = postmerge.Run("n0", Measured(0.5, 1, 100.0, 1, "`pytest` exited 1"), ASKED, 0.1, None, None)
     runs = [_run("collect", 1.625), _run("n0", 3.0), failed]
     assert postmerge.stats(runs, "n0") == Stats(3.0, 3.0, 3.0, 1)
     verdicts = _verdicts({4: runs})
