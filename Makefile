@@ -26,6 +26,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest tests_unit -n 2 -q
 
+# Benchmarks against the sandbox (bench/RESULTS.md says what they measured and why).
+bench: $(STAMP)
+	$(BIN)/python -m bench.postmerge && $(BIN)/python -m bench.preflight
+
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
