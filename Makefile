@@ -21,10 +21,11 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m sandbox demo
 
-# The suite's own tests (lint first): probes, plugins, sandbox scenarios.
+# The suite's own tests (lint first): probes, plugins, sandbox scenarios. Gate runs load only the plugins
+# pyproject.toml names; the suite's tests add hypothesis's (its seeds and statistics).
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest tests_unit -n 2 -q
+	$(BIN)/pytest tests_unit -n 2 -q -p hypothesispytest
 
 # Benchmarks against the sandbox (bench/RESULTS.md says what they measured and why).
 bench: $(STAMP)

@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
@@ -35,7 +35,7 @@ import dns.name
 from bench.common import PYTHON, ROOT, Measured, Stats, machine, measure, table, verdict
 from probes import aws, cdk, postmark
 from probes import dns as probe
-from probes.config import DnsSpec, load
+from probes.config import Config, DnsSpec, Target, load
 from probes.observe import Credentials
 
 if TYPE_CHECKING:  # sandbox (moto) is imported only by the bench process, never by the baseline's
@@ -193,8 +193,18 @@ def _commands(
 ) -> dict[str, tuple[list[str], tuple[int, ...]]]:
     """Each row's command line, and the exit codes that mean it did its job."""
     selection = ",".join(names)
-    pytest = [PYTHON, "-m", "pytest", "-m", "postmerge", "--partitions-file", partitions_file, "--partition", selection]
-    common = [*pytest, "-q", "-p", "no:cacheprovider", "--reports-dir", str(reports)]
+    # mailgate's path options in the `=` form: pytest reads the project's configuration before plugins load
+    pytest = [
+        PYTHON,
+        "-m",
+        "pytest",
+        "-m",
+        "postmerge",
+        f"--partitions-file={partitions_file}",
+        "--partition",
+        selection,
+    ]
+    common = [*pytest, "-q", "-p", "no:cacheprovider", f"--reports-dir={reports}"]
 
     def checks(row: str, *extra: str) -> tuple[list[str], tuple[int, ...]]:
         return [*common, "--junitxml", str(reports / f"{row}.xml"), *extra], (0,)
@@ -424,25 +434,45 @@ async def baseline(partitions_file: Path, names: str) -> list[str]:
     not pass for a fast one.
     """
     config = load(partitions_file)
-    file = config.file
-    url = os.environ.get("POSTMARK_API_URL") or file.postmark.api_url
-    credentials = Credentials()
-    lookups: dict[tuple[dns.name.Name, str], tuple[str, ...]] = {}  # as probes.dns: one lookup per gathering
+    shared = _Shared(os.environ.get("POSTMARK_API_URL") or config.file.postmark.api_url)
     problems: list[str] = []
-    for target in config.select(names):
-        context = cdk.read_context_entry(config.infra_repo / "cdk.context.json", target.context_key)
-        stack = aws.stack(target.profile, target.region, target.stack_name)
-        zone_id = stack.exports().get(target.export_name("PartitionMailZoneId"))
-        zone = aws.hosted_zone(target.profile, target.region, zone_id) if zone_id else None
-        questions = [(target.zone, "TXT"), (target.dmarc_host, "TXT"), (target.return_path_host, "CNAME")]
-        if context is not None:
-            questions.append((target.dkim_host(context.selector), "TXT"))
-        answers = await _dns_in_turn(target.zone, file.domain, questions, file.dns, lookups)
-        token = credentials.get(target.credential)
-        async with postmark.PostmarkClient(url, token, account=target.postmark_account) as client:
-            seen = await postmark.observe_domain(client, target.postmark_account, target.zone, wait=60.0, verify=True)
-        problems += [f"{target.partition}: {p}" for p in _failures(stack, zone, answers, seen)]
+    try:
+        for target in config.select(names):
+            problems += await _in_turn(target, config, shared)
+    finally:
+        for client in shared.clients.values():
+            await client.aclose()
     return problems
+
+
+@dataclass
+class _Shared:
+    """What the baseline keeps from one partition to the next, as `probes.observe` does."""
+
+    postmark_url: str
+    credentials: Credentials = field(default_factory=Credentials)
+    lookups: dict[tuple[dns.name.Name, str], tuple[str, ...]] = field(default_factory=dict)  # one per gathering
+    clients: dict[str, postmark.PostmarkClient] = field(default_factory=dict)  # one client (listing) per account
+
+
+async def _in_turn(target: Target, config: Config, shared: _Shared) -> list[str]:
+    """One partition's observations, one request at a time; what failed."""
+    context = cdk.read_context_entry(config.infra_repo / "cdk.context.json", target.context_key)
+    stack = aws.stack(target.profile, target.region, target.stack_name)
+    zone_id = stack.exports().get(target.export_name("PartitionMailZoneId"))
+    zone = aws.hosted_zone(target.profile, target.region, zone_id) if zone_id else None
+    questions = [(target.zone, "TXT"), (target.dmarc_host, "TXT"), (target.return_path_host, "CNAME")]
+    if context is not None:
+        questions.append((target.dkim_host(context.selector), "TXT"))
+    answers = await _dns_in_turn(target.zone, config.file.domain, questions, config.file.dns, shared.lookups)
+    token = shared.credentials.get(target.credential)
+    if target.postmark_account not in shared.clients:
+        shared.clients[target.postmark_account] = postmark.PostmarkClient(
+            shared.postmark_url, token, account=target.postmark_account
+        )
+    client = shared.clients[target.postmark_account]
+    seen = await postmark.observe_domain(client, target.postmark_account, target.zone, wait=60.0, verify=True)
+    return [f"{target.partition}: {p}" for p in _failures(stack, zone, answers, seen)]
 
 
 async def _dns_in_turn(

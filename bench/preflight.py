@@ -123,7 +123,7 @@ class Plan:
     def pytest(self, *extra: str) -> list[str]:
         marker = f"preflight and ({' or '.join(self.checks)})"
         names = ",".join(t.partition for t in self.targets)
-        where = ["--partitions-file", str(self.config.path), "--partition", names]
+        where = [f"--partitions-file={self.config.path}", "--partition", names]  # `=`: see bench.postmerge
         return [PYTHON, "-m", "pytest", "-m", marker, *where, "-q", "-p", "no:cacheprovider", *extra]
 
     @property
@@ -136,7 +136,7 @@ def _round(plan: Plan, rows: Sequence[str], scratch: Path) -> Round:
     measured: dict[str, Measured] = {}
     steps: tuple[tuple[str, str, Measured], ...] = ()
     for row in rows:
-        reports = ("--reports-dir", str(scratch / row))
+        reports = (f"--reports-dir={scratch / row}",)
         if row == "collect":
             measured[row] = measure(plan.pytest(*reports, "--collect-only"), env=plan.env, cwd=ROOT)
         elif row in ("n0", "nW"):

@@ -34,7 +34,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--strict-resolvers", action="store_true", help="fail DNS checks when the public resolvers disagree"
     )
     group.addoption(
-        "--postmark-rate", metavar="PER_SECOND", type=float, default=10.0, help="most Postmark requests per second"
+        "--postmark-rate",
+        metavar="PER_SECOND",
+        type=float,
+        default=10.0,
+        help="most Postmark requests in any one second, per account (default 10)",
     )
 
 

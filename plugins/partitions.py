@@ -81,6 +81,16 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     args[:] = addopts + args
     early_config.known_args_namespace = parser.parse_known_args(args, namespace=copy.copy(early_config.option))
     early_config.known_args_namespace.confcutdir = str(inipath.parent if inipath else rootpath)
+    if early_config.known_args_namespace.disable_plugin_autoload:
+        _drop_autoloaded(early_config.pluginmanager, early_config.known_args_namespace.plugins)
+
+
+def _drop_autoloaded(manager: pytest.PytestPluginManager, named: list[str]) -> None:
+    """The ini found late disables plugin autoload: unregister what autoload brought and `-p` does not name,
+    so the run has the same plugins whichever form its path options took."""
+    for plugin, _dist in manager.list_plugin_distinfo():
+        if manager.get_name(plugin) not in named and getattr(plugin, "__name__", None) not in named:
+            manager.unregister(plugin)
 
 
 def partitions_file(config: pytest.Config) -> Path:

@@ -13,10 +13,15 @@ from typing import Any
 
 import boto3
 import botocore.exceptions as bx
+import botocore.loaders
+import botocore.session
 from botocore.config import Config as BotoConfig
 
 HEALTHY_STACK = ("CREATE_COMPLETE", "UPDATE_COMPLETE")
 _CLIENTS: dict[tuple[str, str, str], Any] = {}
+_SESSIONS: dict[str, boto3.Session] = {}
+_PROFILE_LOCKS: dict[str, threading.Lock] = {}
+_LOADER: list[botocore.loaders.Loader] = []  # one loader: botocore's service models parsed once per process
 _LOCK = threading.Lock()
 # total_max_attempts counts the first request; a Config's max_attempts would count retries only (5 requests)
 _BOTO = BotoConfig(retries={"mode": "standard", "total_max_attempts": 4}, connect_timeout=5, read_timeout=20)
@@ -78,18 +83,42 @@ def available_profiles() -> list[str]:
 
 
 def client(profile: str, service: str, region: str) -> Any:
-    """One cached client per profile, service and region (clients are thread-safe, sessions are not)."""
+    """One cached client per profile, service and region. A profile's clients share one session, so its
+    credentials (an assumed role) are fetched once, not once per service; clients are thread-safe,
+    sessions are not, so each profile's clients are made under that profile's lock."""
     key = (profile, service, region)
     with _LOCK:
-        if key not in _CLIENTS:
-            _CLIENTS[key] = boto3.Session(profile_name=profile, region_name=region).client(service, config=_BOTO)
-        return _CLIENTS[key]
+        if key in _CLIENTS:
+            return _CLIENTS[key]
+        profile_lock = _PROFILE_LOCKS.setdefault(profile, threading.Lock())
+    with profile_lock:
+        with _LOCK:
+            if key in _CLIENTS:
+                return _CLIENTS[key]
+        made = _session(profile).client(service, region_name=region, config=_BOTO)
+        with _LOCK:
+            _CLIENTS[key] = made
+        return made
+
+
+def _session(profile: str) -> boto3.Session:
+    """The profile's session (call under the profile's lock); every session reads models through one loader."""
+    if profile not in _SESSIONS:
+        core = botocore.session.Session()
+        with _LOCK:
+            if not _LOADER:
+                _LOADER.append(botocore.loaders.create_loader(core.get_config_variable("data_path")))
+            loader = _LOADER[0]
+        core.register_component("data_loader", loader)
+        _SESSIONS[profile] = boto3.Session(botocore_session=core, profile_name=profile)
+    return _SESSIONS[profile]
 
 
 def forget_clients() -> None:
-    """Drop cached clients (a new world, a changed config file)."""
+    """Drop cached clients and sessions (a new world, a changed config file, credentials that died)."""
     with _LOCK:
         _CLIENTS.clear()
+        _SESSIONS.clear()
 
 
 def identity(profile: str, region: str) -> Identity:

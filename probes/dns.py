@@ -8,12 +8,14 @@ TXT values are the `b"".join` of their strings; names compare as `dns.name.Name`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,16 +156,17 @@ async def query(
     server_label: str,
     retries: int = DEFAULT_RETRIES,
     recursion: bool = False,
+    urgent: bool = False,
 ) -> Answer:
     """Ask one server one question over UDP, resending on silence and falling back to TCP on TC.
 
     The whole exchange, resends and TCP included, stays within `timeout` seconds. Resends go out on
     the same socket every `timeout / (retries + 1)` seconds, so a late reply to an earlier datagram
     still counts. At most MAX_IN_FLIGHT questions per server are outstanding at once (per event loop);
-    the others wait for a slot, and their clock starts when they are sent. Never raises for network
-    trouble: the Answer says what happened.
+    the others wait for a slot, `urgent` ones (lookups others wait on) first, and their clock starts
+    when they are sent. Never raises for network trouble: the Answer says what happened.
     """
-    async with _slot(where):
+    async with _slots(where).hold(urgent):
         return await _exchange(
             where, qname, rtype, timeout=timeout, server_label=server_label, retries=retries, recursion=recursion
         )
@@ -385,7 +388,7 @@ def evidence(answer: Answer) -> str:
     return " ".join([head, *(p for p in parts if p), millis])
 
 
-_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]] = (
+_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], _Slots]] = (
     weakref.WeakKeyDictionary()
 )
 _LOOKUPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[object, asyncio.Future[Any]]] = (
@@ -394,11 +397,50 @@ _LOOKUPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[object, asyn
 _SLOTS_LOCK = threading.Lock()
 
 
-def _slot(where: tuple[str, int]) -> asyncio.Semaphore:
-    """This event loop's limit on questions outstanding at one server (a flooded server drops them all)."""
+class _Slots:
+    """At most `size` questions outstanding at one server (a flooded server drops them all); when all are
+    taken, urgent questions (the delegation path every zone waits on) get the next free slot first."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (deque(), deque())
+
+    @contextlib.asynccontextmanager
+    async def hold(self, urgent: bool) -> AsyncIterator[None]:
+        if self._free > 0 and not any(self._waiting):
+            self._free -= 1
+        else:
+            turn = asyncio.get_running_loop().create_future()
+            queue = self._waiting[0 if urgent else 1]
+            queue.append(turn)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # the slot was handed over as we were cancelled: pass it on
+                else:
+                    queue.remove(turn)
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for queue in self._waiting:
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)
+                    return
+        self._free += 1
+
+
+def _slots(where: tuple[str, int]) -> _Slots:
+    """This event loop's slots at one server."""
     loop = asyncio.get_running_loop()
     with _SLOTS_LOCK:
-        return _SLOTS.setdefault(loop, {}).setdefault(where, asyncio.Semaphore(MAX_IN_FLIGHT))
+        return _SLOTS.setdefault(loop, {}).setdefault(where, _Slots(MAX_IN_FLIGHT))
 
 
 async def _udp(
@@ -480,10 +522,17 @@ class _Asker:
     def of(cls, resolvers: Sequence[str], port: int, timeout: float, retries: int) -> _Asker:
         return cls(tuple(parse_server(spec) for spec in resolvers), port, timeout, retries)
 
-    async def ask(self, where: tuple[str, int], qname: str, rtype: str, label: str) -> Answer:
+    async def ask(self, where: tuple[str, int], qname: str, rtype: str, label: str, *, urgent: bool = False) -> Answer:
         recursion = label == RESOLVER
         return await query(
-            where, qname, rtype, timeout=self.timeout, server_label=label, retries=self.retries, recursion=recursion
+            where,
+            qname,
+            rtype,
+            timeout=self.timeout,
+            server_label=label,
+            retries=self.retries,
+            recursion=recursion,
+            urgent=urgent,
         )
 
     async def first_records(self, qname: str, rtype: str) -> tuple[tuple[str, ...], tuple[Answer, ...]]:
@@ -501,7 +550,7 @@ class _Asker:
         return await asyncio.shield(found)
 
     async def _first_records(self, qname: str, rtype: str) -> tuple[tuple[str, ...], tuple[Answer, ...]]:
-        tasks = [asyncio.ensure_future(self.ask(r, qname, rtype, RESOLVER)) for r in self.resolvers]
+        tasks = [asyncio.ensure_future(self.ask(r, qname, rtype, RESOLVER, urgent=True)) for r in self.resolvers]
         answers: list[Answer] = []
         try:
             for next_answer in asyncio.as_completed(tasks):
@@ -528,7 +577,7 @@ class _Asker:
         parent_servers, address_lookups = await self.addresses(sorted({host_text(n) for n in parent_ns}))
         parent_answers = await asyncio.gather(
             *(
-                self.ask((address, self.port), zone, "NS", host)
+                self.ask((address, self.port), zone, "NS", host, urgent=True)
                 for host, addresses in parent_servers.items()
                 for address in addresses
             )

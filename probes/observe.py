@@ -8,6 +8,7 @@ partitions' chains overlap, so a run costs about the longest chain, not one requ
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -85,12 +86,38 @@ def observe_all(
     return asyncio.run(_observe_all(targets, settings, credentials))
 
 
+class _Accounts:
+    """One Postmark client per account (API URL, account, token) for the gathering: its connections, its
+    domain listing (read once for all its partitions) and its rate limit (Postmark limits per token)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._clients: dict[tuple[str, str], postmark.PostmarkClient] = {}
+
+    def client(self, account: str, token: Secret) -> postmark.PostmarkClient:
+        key = (account, hashlib.sha256(token.reveal().encode()).hexdigest())
+        if key not in self._clients:
+            limiter = postmark.RateLimiter(self._settings.postmark_rate)
+            self._clients[key] = postmark.PostmarkClient(
+                self._settings.postmark_url, token, account=account, limiter=limiter
+            )
+        return self._clients[key]
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self._clients.values()))
+
+
 async def _observe_all(
     targets: Sequence[Target], settings: Settings, credentials: Credentials
 ) -> dict[str, PartitionObservation]:
-    limiter = postmark.RateLimiter(settings.postmark_rate)
-    with ThreadPoolExecutor(max_workers=min(AWS_THREADS, 4 * len(targets) + 4), thread_name_prefix="observe") as pool:
-        found = await asyncio.gather(*(_observe(t, settings, credentials, pool, limiter) for t in targets))
+    accounts = _Accounts(settings)
+    try:
+        with ThreadPoolExecutor(
+            max_workers=min(AWS_THREADS, 4 * len(targets) + 4), thread_name_prefix="observe"
+        ) as pool:
+            found = await asyncio.gather(*(_observe(t, settings, credentials, pool, accounts) for t in targets))
+    finally:
+        await accounts.aclose()
     return {o.target.partition: o for o in found}
 
 
@@ -99,14 +126,14 @@ async def _observe(
     settings: Settings,
     credentials: Credentials,
     pool: ThreadPoolExecutor,
-    limiter: postmark.RateLimiter,
+    accounts: _Accounts,
 ) -> PartitionObservation:
     started = time.time()
     loop = asyncio.get_running_loop()
     context, context_problem = _context(settings.infra_repo, target)
     stack_and_zone = loop.run_in_executor(pool, _stack_and_zone, target)
     dns_task = asyncio.ensure_future(_dns(target, settings, context))
-    postmark_task = asyncio.ensure_future(_postmark(target, settings, credentials, pool, limiter))
+    postmark_task = asyncio.ensure_future(_postmark(target, settings, credentials, pool, accounts))
     stack, zone = await stack_and_zone
     zone_observation, dns_problem = await dns_task
     postmark_observation, postmark_problem = await postmark_task
@@ -169,21 +196,18 @@ async def _postmark(
     settings: Settings,
     credentials: Credentials,
     pool: ThreadPoolExecutor,
-    limiter: postmark.RateLimiter,
+    accounts: _Accounts,
 ) -> tuple[postmark.PostmarkObservation | None, str | None]:
     loop = asyncio.get_running_loop()
     try:
         token = await loop.run_in_executor(pool, credentials.get, target.credential)
     except CredentialError as exc:
         return None, f"the Postmark token of {target.postmark_account} could not be read: {exc}"
-    async with postmark.PostmarkClient(
-        settings.postmark_url, token, account=target.postmark_account, limiter=limiter
-    ) as client:
-        observed = await postmark.observe_domain(
-            client,
-            target.postmark_account,
-            target.zone,
-            wait=settings.postmark_wait,
-            verify=settings.postmark_verify,
-        )
+    observed = await postmark.observe_domain(
+        accounts.client(target.postmark_account, token),
+        target.postmark_account,
+        target.zone,
+        wait=settings.postmark_wait,
+        verify=settings.postmark_verify,
+    )
     return observed, None

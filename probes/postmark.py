@@ -13,10 +13,12 @@ import contextvars
 import email.utils
 import json
 import random
+import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Self
 from urllib.parse import urlencode
@@ -32,7 +34,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 30.0  # a longer Retry-After fails at once instead of stalling the run
 MAX_BACKOFF = 8.0
 MAX_POLL_INTERVAL = 5.0
-DEFAULT_RATE = 10.0  # requests per second, shared by every client in the process
+DEFAULT_RATE = 10.0  # requests in any one second, shared by every client in the process unless given its own
 
 
 @dataclass(frozen=True)
@@ -140,15 +142,18 @@ class PostmarkError(Exception):
 
 
 class RateLimiter:
-    """At most `rate` request starts per second, evenly spaced; safe across tasks, threads and event loops."""
+    """At most `rate` request starts in any one second (at least one per 1/rate s when rate < 1): a burst of
+    that many goes at once, the next waits until the oldest of them is a second old. Safe across tasks,
+    threads and event loops."""
 
     def __init__(self, rate: float) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be > 0 requests per second, got {rate}")
         self.rate = rate
-        self._interval = 1.0 / rate
+        self._limit = max(1, int(rate))
+        self._window = self._limit / rate if rate < 1 else 1.0
         self._lock = threading.Lock()
-        self._next = 0.0
+        self._released: deque[float] = deque()
 
     @classmethod
     def shared(cls) -> RateLimiter:
@@ -156,18 +161,20 @@ class RateLimiter:
         return _SHARED
 
     async def acquire(self) -> float:
-        """Wait until at least 1/rate s have passed since the previous release; return this release's time.
+        """Wait for a free place in the window; return the time this caller was let through.
 
-        The release time is taken under the lock when the caller is let through, so releases (not just
-        reservations) are spaced, whatever the scheduling delays of the waiters.
+        The place is taken under the lock when the caller is let through, so releases (not just
+        reservations) respect the limit, whatever the scheduling delays of the waiters.
         """
         while True:
             with self._lock:
                 now = time.monotonic()
-                if now >= self._next:
-                    self._next = now + self._interval
+                while self._released and now - self._released[0] >= self._window:
+                    self._released.popleft()
+                if len(self._released) < self._limit:
+                    self._released.append(now)
                     return now
-                delay = self._next - now
+                delay = self._released[0] + self._window - now
             await asyncio.sleep(delay)
 
     def __repr__(self) -> str:
@@ -175,6 +182,19 @@ class RateLimiter:
 
 
 _SHARED = RateLimiter(DEFAULT_RATE)
+_TLS: list[ssl.SSLContext] = []
+_TLS_LOCK = threading.Lock()
+
+
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every client (httpx's default: SSL_CERT_FILE/DIR, else certifi); loading the roots
+    costs ~25 ms of CPU per context."""
+    with _TLS_LOCK:
+        if not _TLS:
+            _TLS.append(httpx.create_ssl_context())
+        return _TLS[0]
+
+
 _ATTEMPTS: contextvars.ContextVar[list[Attempt] | None] = contextvars.ContextVar("postmark_attempts", default=None)
 
 
@@ -204,11 +224,13 @@ class PostmarkClient:
         self._rate_limited_retries = rate_limited_retries
         self._limiter = limiter or RateLimiter.shared()
         self._backoff = backoff
+        self._listing: asyncio.Future[tuple[dict[str, int] | PostmarkError, tuple[Attempt, ...]]] | None = None
         self._http = httpx.AsyncClient(
             base_url=self.api_url,
             headers={TOKEN_HEADER: token.reveal(), "Accept": "application/json"},
             timeout=timeout,
             follow_redirects=False,
+            verify=_tls(),
         )
 
     def __repr__(self) -> str:
@@ -224,22 +246,49 @@ class PostmarkClient:
         await self._http.aclose()
 
     async def find_domain(self, name: str) -> Domain | None:
-        """The domain called `name` (case and trailing dot ignored), read in full; None when not listed."""
-        wanted = _norm(name)
+        """The domain called `name` (case and trailing dot ignored), read in full; None when not listed.
+
+        The account's listing is read once per client and shared by every domain looked up through it
+        (concurrent callers wait for the same pages); each caller's attempts include those pages.
+        """
+        if self._listing is None:
+            self._listing = asyncio.ensure_future(self._list_domains())
+        ids, pages = await asyncio.shield(self._listing)
+        attempts = _ATTEMPTS.get()
+        if attempts is not None:
+            attempts.extend(pages)
+        if isinstance(ids, PostmarkError):
+            raise ids
+        domain_id = ids.get(_norm(name))
+        return None if domain_id is None else await self.get_domain(domain_id)
+
+    async def _list_domains(self) -> tuple[dict[str, int] | PostmarkError, tuple[Attempt, ...]]:
+        """Every domain of the account, name -> ID (the first of a name wins), or why the listing failed;
+        and the attempts it took, each noted as shared."""
+        pages: list[Attempt] = []
+        _ATTEMPTS.set(pages)  # this task's own context: the pages are recorded here, then given to each caller
+        try:
+            found: dict[str, int] | PostmarkError = await self._domain_ids()
+        except PostmarkError as exc:
+            found = exc
+        return found, tuple(replace(a, note=f"{a.note}; the account's listing, shared") for a in pages)
+
+    async def _domain_ids(self) -> dict[str, int]:
+        ids: dict[str, int] = {}
         offset = 0
         for _ in range(MAX_PAGES):
             path = "/domains"
             page = await self._request("GET", path, {"count": PAGE_SIZE, "offset": offset})
             total, listed = self._page(page, path, offset)
             for item in listed:
-                if _norm(str(item.get("Name", ""))) == wanted:
-                    domain_id = item.get("ID")
-                    if not isinstance(domain_id, int) or isinstance(domain_id, bool):
-                        raise self._shape_error("GET", path, f"domain {name} has ID {_short(repr(domain_id))}")
-                    return await self.get_domain(domain_id)
+                domain_id = item.get("ID")
+                name = _norm(str(item.get("Name", "")))
+                if not isinstance(domain_id, int) or isinstance(domain_id, bool):
+                    raise self._shape_error("GET", path, f"domain {name} has ID {_short(repr(domain_id))}")
+                ids.setdefault(name, domain_id)
             offset += len(listed)
             if not listed or offset >= total:
-                return None
+                return ids
         raise self._shape_error("GET", "/domains", f"more than {MAX_PAGES} pages of domains; the listing never ends")
 
     async def get_domain(self, domain_id: int) -> Domain:

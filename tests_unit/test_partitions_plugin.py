@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,46 @@ def test_path_options_in_both_forms(
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines([f"REPO={outside / 'infrastructure'}", f"LOG={outside / 'log.md'}", "*1 passed*"])
     assert "PytestUnknownMarkWarning" not in result.stdout.str()
+
+
+SHOW_PLUGINS = """
+import pytest
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    manager = config.pluginmanager
+    plugins = manager.get_plugins()
+    names = {getattr(p, "__name__", "") for p in plugins} | {manager.get_name(p) for p in plugins}
+    print("MODULES=" + ",".join(sorted(n for n in names if n and not n.startswith(("_pytest", "1", "2")))))
+"""
+
+
+@pytest.mark.parametrize("form", ["none", "separate", "equals"])
+def test_a_gate_run_has_exactly_the_projects_plugins(tmp_path: Path, form: str) -> None:
+    """Test tools installed beside mailgate (hypothesis, respx, anyio) never join a gate run, even when a path
+    option in the separate form made pytest find the project's configuration only after plugins loaded."""
+    (tmp_path / "show_plugins.py").write_text(SHOW_PLUGINS)
+    outside = tmp_path / "partitions.yaml"
+    outside.write_text((ROOT / "partitions.yaml").read_text())
+    args = {"none": [], "separate": ["--partitions-file", str(outside)], "equals": [f"--partitions-file={outside}"]}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "postmerge", "-p", "show_plugins", *args[form]],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("MODULES=")]
+    modules = set(line.removeprefix("MODULES=").split(","))
+    ours = ("partitions", "sandbox", "report", "preflight", "observations", "deploy", "signoff")
+    named = {"xdist.plugin", "pytest_metadata.plugin", "pytest_html.plugin", "show_plugins", "conftest"}
+    named |= {f"plugins.{p}" for p in ours}
+    assert named <= modules
+    assert not {m for m in modules if m.split(".")[0] in ("_hypothesis_pytestplugin", "respx", "anyio")}
+    assert "xdist.looponfail" not in modules
 
 
 def test_unknown_partition_is_a_usage_error(project: pytest.Pytester) -> None:

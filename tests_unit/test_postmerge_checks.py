@@ -67,9 +67,12 @@ def test_undeployed_partition_fails_every_check_with_its_cause(scenarios, mailga
 def test_four_partitions_under_xdist_match_the_single_process_verdicts(
     scenarios, pytester: pytest.Pytester, tmp_path
 ) -> None:
-    """-n 4 across four partitions: the same verdicts, and Postmark asked once per partition, not per worker."""
+    """-n 4 across four partitions: the same verdicts; each question asked once, not once per worker: one role
+    assumed per AWS profile, one domain listing per Postmark account, one read per domain."""
     for name in ("dev", "stage", "demo", "prod"):
         scenarios.seed(name, defects=["two-spf"] if name == "demo" else ())
+    scenarios.world.aws.calls.clear()  # the seeding's own requests; the run's are counted below
+    scenarios.world.postmark.calls.clear()
     result = pytester.runpytest_subprocess(
         *suite_args(
             "-n",
@@ -86,8 +89,12 @@ def test_four_partitions_under_xdist_match_the_single_process_verdicts(
     failed = {line.split("::")[-1].split(" ")[0] for line in out.splitlines() if line.startswith("FAILED")}
     assert failed == {"test_spf[demo]"}, out[-3000:]
     assert passed == {f"{c}[{p}]" for c in POSTMERGE_CHECKS for p in ("dev", "stage", "demo", "prod")} - failed
-    listings = [c for c in scenarios.world.postmark.calls if c.method == "GET" and c.path.lower() == "/domains"]
-    assert len(listings) == 4, f"expected one domain listing per partition, saw {len(listings)}"
+    asked = [f"{c.method} {c.path.lower()}" for c in scenarios.world.postmark.calls]
+    assert asked.count("GET /domains") == 2, f"expected one domain listing per account, saw {asked}"
+    assert len([a for a in asked if a.startswith("GET /domains/")]) == 4, asked
+    actions = [c.action or f"{c.method} {c.path.split('/')[2]}" for c in scenarios.world.aws.calls]
+    assert actions.count("AssumeRole") == 2, f"expected one role per profile (two profiles), saw {actions}"
+    assert (actions.count("DescribeStacks"), actions.count("GET hostedzone")) == (4, 4), actions
 
 
 def test_public_resolver_disagreement_is_advisory_unless_strict(scenarios, mailgate) -> None:

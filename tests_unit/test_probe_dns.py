@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from probes import dns as dns_probe
 from probes.dns import (
     Answer,
     ZoneObservation,
@@ -380,3 +381,50 @@ def test_resolver_specs(spec: str, expected: tuple[str, int]) -> None:
 def test_bad_resolver_spec_is_a_clear_error(spec: str, fragment: str) -> None:
     with pytest.raises(ValueError, match=re.escape(fragment)):
         parse_server(spec)
+
+
+# --- slots: questions outstanding per server ----------------------------------------------------------
+
+
+async def _hold_briefly(slots: dns_probe._Slots, order: list[str], name: str, urgent: bool) -> None:
+    async with slots.hold(urgent):
+        order.append(name)
+
+
+def test_an_urgent_question_takes_the_next_free_slot_before_earlier_ones() -> None:
+    """The delegation lookups every zone waits on go before advisory questions queued earlier."""
+
+    async def scenario() -> list[str]:
+        slots, order = dns_probe._Slots(1), []
+        held = slots.hold(False)
+        await held.__aenter__()
+        waiting = [
+            asyncio.ensure_future(_hold_briefly(slots, order, name, urgent))
+            for name, urgent in (("advisory-1", False), ("advisory-2", False), ("delegation", True))
+        ]
+        await asyncio.sleep(0)
+        assert order == [], "the only slot is taken: everyone waits"
+        await held.__aexit__(None, None, None)
+        await asyncio.wait_for(asyncio.gather(*waiting), 1)
+        return order
+
+    assert asyncio.run(scenario()) == ["delegation", "advisory-1", "advisory-2"]
+
+
+def test_a_cancelled_waiter_passes_on_the_slot_it_was_handed() -> None:
+    async def scenario() -> list[str]:
+        slots, order = dns_probe._Slots(1), []
+        held = slots.hold(False)
+        await held.__aenter__()
+        cancelled = asyncio.ensure_future(_hold_briefly(slots, order, "cancelled", False))
+        queued = asyncio.ensure_future(_hold_briefly(slots, order, "queued", False))
+        await asyncio.sleep(0)
+        await held.__aexit__(None, None, None)  # hands the slot to the first waiter...
+        cancelled.cancel()  # ... which is cancelled before it runs
+        await asyncio.wait_for(queued, 1)
+        later = asyncio.ensure_future(_hold_briefly(slots, order, "later", False))
+        await asyncio.wait_for(later, 1)  # the slot came back: none was lost
+        assert cancelled.cancelled()
+        return order
+
+    assert asyncio.run(scenario()) == ["queued", "later"]
