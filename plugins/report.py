@@ -9,6 +9,7 @@ beside it (`.xml`). Any other run (`pytest tests_unit`, …) writes no report fi
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Generator, Iterable
 from dataclasses import asdict, dataclass
@@ -25,6 +26,8 @@ from probes.secrets import known_secrets, redact
 CHECK_ATTR = "mailgate_check"
 PHASES = ("preflight", "postmerge")
 CHECK_DIRS = ("tests_preflight", "tests_postmerge")
+MAX_PARTITIONS_IN_NAME = 100  # characters of the partitions part of a report's file name
+MAX_MARKERS_IN_NAME = 80
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -136,8 +139,22 @@ def report_stem(config: pytest.Config, now: datetime) -> str:
     expression = config.getoption("markexpr") or ""
     phases = [name.removeprefix("tests_") for name in _check_dirs(config)]
     markers = re.sub(r"[^A-Za-z0-9]+", "-", expression).strip("-") or "-".join(phases) or "checks"
-    partitions = re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(config.getoption("partition", "all")).replace(",", "+"))
-    return f"{markers}-{partitions.strip('-') or 'all'}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    chosen = str(config.getoption("partition", "all"))
+    partitions = re.sub(r"[^A-Za-z0-9_.+-]+", "-", chosen.replace(",", "+")).strip("-") or "all"
+    if len(partitions) > MAX_PARTITIONS_IN_NAME:  # a file name has at most 255 bytes
+        names = partitions.split("+")
+        digest = hashlib.sha256(chosen.encode()).hexdigest()[:8]
+        partitions = f"{'+'.join(names[:3])}+{len(names) - 3}-more-{digest}"
+    return f"{markers[:MAX_MARKERS_IN_NAME]}-{partitions}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def _unused(base: Path) -> Path:
+    """`base`, or `base-2`, `base-3`… when a report of that name exists (two runs in one second): never overwrite."""
+    candidate, number = base, 1
+    while any(candidate.with_suffix(s).exists() for s in (".html", ".xml")):
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -145,12 +162,12 @@ def pytest_configure(config: pytest.Config) -> None:
     """Default HTML and JUnit paths for a mailgate run (controller only; pytest-html and junitxml read them next)."""
     if hasattr(config, "workerinput") or not is_mailgate_run(config):
         return
-    base = reports_dir(config) / report_stem(config, datetime.now(UTC))
+    base = _unused(reports_dir(config) / report_stem(config, datetime.now(UTC)))
     html_given = getattr(config.option, "htmlpath", None)
     if hasattr(config.option, "htmlpath") and not html_given:
         config.option.htmlpath = str(base.with_suffix(".html"))
         config.option.self_contained_html = True
-    if not config.option.xmlpath:
+    if hasattr(config.option, "xmlpath") and not config.option.xmlpath:  # absent under -p no:junitxml
         config.option.xmlpath = str(Path(html_given).with_suffix(".xml") if html_given else base.with_suffix(".xml"))
 
 

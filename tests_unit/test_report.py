@@ -9,7 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -254,3 +254,38 @@ def test_workflow_pytest_command_is_accepted_by_this_suite() -> None:
     ids = [line for line in done.stdout.splitlines() if "::" in line]
     assert ids
     assert all(i.startswith("tests_preflight/") for i in ids)
+
+
+def test_without_junitxml_the_run_still_writes_its_html(project: pytest.Pytester) -> None:
+    result = project.runpytest(*PLUGINS, "-p", "no:junitxml", "--reports-dir", "out", "-m", "preflight and code")
+    result.assert_outcomes(passed=1)
+    assert [name.rsplit(".", 1)[-1] for name in _reports(project)] == ["html", "json", "md"]
+
+
+def test_a_report_never_replaces_one_of_the_same_name(tmp_path: Path) -> None:
+    from plugins.report import _unused
+
+    base = tmp_path / "postmerge-dev-20261123T120000Z"
+    assert _unused(base) == base
+    base.with_suffix(".html").write_text("the first run's report")
+    assert _unused(base) == tmp_path / "postmerge-dev-20261123T120000Z-2"
+    (tmp_path / "postmerge-dev-20261123T120000Z-2.xml").write_text("the second run's JUnit")
+    assert _unused(base) == tmp_path / "postmerge-dev-20261123T120000Z-3"
+
+
+def test_a_long_partition_list_keeps_the_report_name_within_a_file_name(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from plugins.report import report_stem
+
+    def stem(partitions: list[str]) -> str:
+        options = {"markexpr": "postmerge", "partition": ",".join(partitions)}
+        config = SimpleNamespace(getoption=lambda name, default=None: options.get(name, default), args=[])
+        return report_stem(config, datetime(2026, 11, 23, 12, tzinfo=UTC))  # type: ignore[arg-type]
+
+    many = ["dev", "stage", "demo", "prod", *(f"p{i:02}" for i in range(1, 61))]
+    shown = stem(many)
+    assert re.fullmatch(r"postmerge-dev\+stage\+demo\+61-more-[0-9a-f]{8}-20261123T120000Z", shown), shown
+    assert stem(many[:-1]) != shown, "another selection of the same size gets another name"
+    (tmp_path / f"{shown}.html").write_text("written")  # a name the file system takes
+    assert stem(["dev", "prod"]) == "postmerge-dev+prod-20261123T120000Z"
