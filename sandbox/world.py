@@ -112,6 +112,7 @@ class World:
         self.tokens: dict[str, str] = {}
         self._verify_delay = verify_delay
         self._info: WorldInfo | None = None
+        self._served: dict[int, tuple[Any, tuple[Any, ...], Zone]] = {}  # id(moto zone) -> (zone, its rrsets, Zone)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -209,14 +210,31 @@ class World:
         zones = []
         for account in list(route53_backends.keys()):
             for zone in list(route53_backends[account]["global"].zones.values()):
-                if zone.private_zone:
-                    continue
-                records = tuple(
-                    RecordSet(rrset.name, rrset.type, int(rrset.ttl or 300), tuple(_value(v) for v in rrset.records))
-                    for rrset in list(zone.rrsets)
-                )
-                zones.append(Zone(zone.name, records))
+                if not zone.private_zone:
+                    zones.append(self._served_zone(zone))
         return zones
+
+    def _served_zone(self, zone: Any) -> Zone:
+        """A moto zone as served, rebuilt only when its record sets changed: moto replaces a RecordSet object on
+        every change (upsert, delete), so the same objects mean the same records. Every DNS question asks for
+        every zone: rebuilding them all each time cost the sandbox milliseconds per question at 32 zones."""
+        rrsets = tuple(zone.rrsets)
+        cached = self._served.get(id(zone))
+        if (
+            cached is not None
+            and cached[0] is zone
+            and cached[2].name == zone.name
+            and len(cached[1]) == len(rrsets)
+            and all(a is b for a, b in zip(cached[1], rrsets, strict=True))
+        ):
+            return cached[2]
+        records = tuple(
+            RecordSet(rrset.name, rrset.type, int(rrset.ttl or 300), tuple(_value(v) for v in rrset.records))
+            for rrset in rrsets
+        )
+        served = Zone(zone.name, records)
+        self._served[id(zone)] = (zone, rrsets, served)
+        return served
 
     def _extras(self, source: Config) -> dict[str, tuple[str, str]]:
         """Extra partitions p01..pNN (benchmarks, load tests): name -> (infrastructure, Postmark account)."""
