@@ -249,28 +249,27 @@ async def observe_zone(
 
     The parent's NS come from the resolvers; each parent server (on `port`) is asked for NS of `zone`
     (a referral: NS in AUTHORITY, no AA); each delegated server is asked, on `port`, for the apex NS
-    and SOA and every (qname, rtype) in `queries`; every resolver is asked the same, meanwhile.
+    and SOA and every (qname, rtype) in `queries`; every resolver is asked the same, meanwhile (once
+    the delegation's lookups are done: they go first).
     Raises ValueError only for a resolver that is not an IP address (a configuration error).
     """
     asker = _Asker.of(resolvers, port, timeout, retries)
     questions = list(dict.fromkeys([(zone, "NS"), (zone, "SOA"), *((q, t.upper()) for q, t in queries)]))
-    from_resolvers = asyncio.ensure_future(
-        asyncio.gather(*(asker.ask(r, q, t, RESOLVER) for r in asker.resolvers for q, t in questions))
-    )
-    try:
-        delegation, parent_lookups = await asker.delegation(zone, parent)
-        servers, zone_lookups = await asker.addresses(delegation.ns_hosts)
-        answers = await asyncio.gather(
+    delegation, parent_lookups = await asker.delegation(zone, parent)
+    servers, zone_lookups = await asker.addresses(delegation.ns_hosts)
+    # the resolvers' own answers are advisory: asked once the zone's path no longer needs the resolvers, so
+    # they never hold the slots its lookups (and those of the other zones) wait for
+    answers, resolver_answers = await asyncio.gather(
+        asyncio.gather(
             *(
                 asker.ask((address, port), q, t, host)
                 for host, addresses in servers.items()
                 for address in addresses
                 for q, t in questions
             )
-        )
-        resolver_answers = await from_resolvers
-    finally:
-        from_resolvers.cancel()
+        ),
+        asyncio.gather(*(asker.ask(r, q, t, RESOLVER) for r in asker.resolvers for q, t in questions)),
+    )
     return ZoneObservation(
         zone=zone,
         delegation=delegation,
