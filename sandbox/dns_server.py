@@ -14,12 +14,15 @@ A "lame" fault answers NOERROR with AA clear and every section empty: a server t
 from __future__ import annotations
 
 import contextlib
+import heapq
 import ipaddress
+import itertools
 import random
 import selectors
 import socket
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -216,6 +219,51 @@ def _loopback(address: str, what: str) -> str:
     return str(ip)
 
 
+class _HeldReplies:
+    """UDP replies held for their latency (and fault delays), sent by one thread when due: a datagram costs no
+    thread of its own. stop() drops whatever is still held."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, socket.socket, bytes, object]] = []
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def start(self, name: str) -> None:
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def hold(self, seconds: float, sock: socket.socket, reply: bytes, peer: object) -> None:
+        with self._changed:
+            heapq.heappush(self._due, (time.monotonic() + seconds, next(self._order), sock, reply, peer))
+            self._changed.notify()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._due.clear()
+            self._changed.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._closed and (not self._due or self._due[0][0] > time.monotonic()):
+                    self._changed.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                if self._closed:
+                    return
+                now, ready = time.monotonic(), []
+                while self._due and self._due[0][0] <= now:
+                    ready.append(heapq.heappop(self._due))
+            for _, _, sock, reply, peer in ready:
+                with contextlib.suppress(OSError):  # the client went away or the server is stopping
+                    sock.sendto(reply, peer)
+
+
 class DnsServer:
     """Authoritative servers and a resolver on loopback, one port for all, UDP and TCP, with injectable faults."""
 
@@ -242,6 +290,7 @@ class DnsServer:
         self._loss = 0.0
         self._rng = random.Random(0)
         self._cache: dict[Zone, _ZoneIndex] = {}
+        self._seen: dict[int, tuple[Zone, _ZoneIndex]] = {}  # id(zone) -> (zone, its index)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._listeners: list[tuple[socket.socket, str, Transport]] = []
@@ -249,6 +298,7 @@ class DnsServer:
         self._conns: set[socket.socket] = set()
         self._loop: threading.Thread | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None
+        self._held = _HeldReplies()
 
     # -- public surface ---------------------------------------------------------------------------------
 
@@ -304,6 +354,7 @@ class DnsServer:
         self._stopping.clear()
         self._port, self._listeners = self._bind()
         self._wake = socket.socketpair()
+        self._held.start(f"dns-replies:{self._port}")
         self._loop = threading.Thread(target=self._serve, name=f"dns-server:{self._port}", daemon=True)
         self._loop.start()
 
@@ -315,6 +366,7 @@ class DnsServer:
         assert self._wake is not None
         self._wake[1].send(b"\0")
         self._loop.join()
+        self._held.stop()
         with self._lock:
             conns, threads = list(self._conns), list(self._threads)
         for conn in conns:
@@ -411,14 +463,11 @@ class DnsServer:
                 return
             with self._lock:
                 lost = self._loss > 0 and self._rng.random() < self._loss
-            if not lost:
-                self._spawn(self._answer_datagram, sock, address, wire, peer)
-
-    def _answer_datagram(self, sock: socket.socket, address: str, wire: bytes, peer: object) -> None:
-        reply = self._handle(wire, address, "udp")
-        if reply is not None:
-            with contextlib.suppress(OSError):  # the client went away or the server is stopping
-                sock.sendto(reply, peer)
+            if lost:
+                continue
+            reply, hold = self._handle(wire, address, "udp")
+            if reply is not None:
+                self._held.hold(hold, sock, reply, peer)
 
     def _accept(self, sock: socket.socket, address: str) -> None:
         try:
@@ -437,7 +486,9 @@ class DnsServer:
                 wire = _recv_exact(conn, struct.unpack("!H", head)[0])
                 if wire is None:
                     return
-                reply = self._handle(wire, address, "tcp")
+                reply, hold = self._handle(wire, address, "tcp")
+                if hold > 0 and self._stopping.wait(hold):
+                    return
                 if reply is not None:
                     conn.sendall(struct.pack("!H", len(reply)) + reply)
         except OSError:
@@ -449,35 +500,34 @@ class DnsServer:
 
     # -- answering --------------------------------------------------------------------------------------
 
-    def _handle(self, wire: bytes, address: str, transport: Transport) -> bytes | None:
-        """The reply to one query as bytes, or None to stay silent."""
+    def _handle(self, wire: bytes, address: str, transport: Transport) -> tuple[bytes | None, float]:
+        """The reply to one query as bytes (None: stay silent), and how long to hold it (latency, delays)."""
         try:
             query = dns.message.from_wire(wire)
         except Exception:
-            return _formerr(wire)
+            return _formerr(wire), 0.0
         if query.flags & dns.flags.QR:
-            return None
+            return None, 0.0
         response = dns.message.make_response(
             query, recursion_available=address == self._resolver, our_payload=EDNS_PAYLOAD
         )
         if query.opcode() != dns.opcode.QUERY:
             response.set_rcode(dns.rcode.NOTIMP)
-            return self._wire(response, query, transport)
+            return self._wire(response, query, transport), 0.0
         if len(query.question) != 1:
             response.set_rcode(dns.rcode.FORMERR)
-            return self._wire(response, query, transport)
+            return self._wire(response, query, transport), 0.0
         question = query.question[0]
         qname, rdtype = question.name, question.rdtype
         self.queries.append(QueryRecord(address, qname.to_text(), dns.rdatatype.to_text(rdtype), transport))
         fault, delay = self._fault_for(address, qname, rdtype)
         kind = fault.kind if fault else None
         if kind in _SILENT:
-            return None
-        if (self.latency > 0 or delay > 0) and self._stopping.wait(self.latency + delay):
-            return None
+            return None, 0.0
+        hold = self.latency + delay
         if kind == "truncate" and transport == "udp":
             response.flags |= dns.flags.TC
-            return self._wire(response, query, transport)
+            return self._wire(response, query, transport), hold
         try:
             if question.rdclass != _IN or rdtype in (_T.AXFR, _T.IXFR):
                 result = _Result(dns.rcode.REFUSED)
@@ -492,7 +542,7 @@ class DnsServer:
         response.answer = list(result.answer)
         response.authority = list(result.authority)
         response.additional = list(result.additional)
-        return self._wire(response, query, transport)
+        return self._wire(response, query, transport), hold
 
     def _answer(
         self, indexes: Sequence[_ZoneIndex], kind: FaultKind | None, address: str, qname: dns.name.Name, rdtype: _T
@@ -539,8 +589,14 @@ class DnsServer:
         return outcome, delay
 
     def _indexes(self) -> list[_ZoneIndex]:
+        """Each served zone's index: found by identity when the provider hands back the same Zone object (no
+        hashing of every record on every question), else by value, else built."""
         indexes = []
         for zone in self._zones():
+            seen = self._seen.get(id(zone))
+            if seen is not None and seen[0] is zone:
+                indexes.append(seen[1])
+                continue
             index = self._cache.get(zone)
             if index is None:
                 index = _index(zone)
@@ -548,6 +604,9 @@ class DnsServer:
                 if len(self._cache) > 256:
                     self._cache.clear()
                 self._cache[zone] = index
+            if len(self._seen) > 256:
+                self._seen.clear()
+            self._seen[id(zone)] = (zone, index)
             indexes.append(index)
         return indexes
 
