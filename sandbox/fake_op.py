@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import uuid
 from pathlib import Path
 
 
@@ -18,6 +17,8 @@ def main(state_dir: Path, argv: list[str] | None = None) -> int:
     steer = json.loads((state_dir / "op.json").read_text())
     stamp = time.strftime("%Y/%m/%d %H:%M:%S")
     if args[:2] == ["item", "get"]:
+        import uuid
+
         print(uuid.uuid5(uuid.NAMESPACE_URL, " ".join(args)).hex[:26])
         return 0
     if len(args) != 2 or args[0] != "read":

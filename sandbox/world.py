@@ -327,8 +327,11 @@ class World:
         bin_dir = self.state_dir / "bin"
         bin_dir.mkdir(exist_ok=True)
         op = bin_dir / "op"
+        # -IS: no site-packages to scan at start-up (a start costs ~12 ms instead of ~35 ms of CPU; a run
+        # of 32 partitions starts 32 of them alongside the checks)
         op.write_text(
-            f"#!{sys.executable}\nfrom pathlib import Path\nfrom sandbox.fake_op import main\n"
+            f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+            "from pathlib import Path\nfrom sandbox.fake_op import main\n"
             "raise SystemExit(main(Path(__file__).resolve().parent.parent))\n"
         )
         op.chmod(0o755)
