@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
+import gc
 import pickle
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from plugins.partitions import Selection, item_partition, run_dir, selection
+from plugins.partitions import SELECTION, Selection, group_of, item_partition, run_dir, selection
 from probes import dns
 from probes.config import Target
 from probes.observe import Credentials, PartitionObservation, Settings, observe_all
@@ -67,6 +71,8 @@ class Observer:
         self._chosen = chosen
         self._seen: dict[str, PartitionObservation] = {}
         self._lock = threading.Lock()
+        self._early: threading.Thread | None = None
+        self.early_note: str | None = None
 
     def get(self, target: Target, batch: bool) -> PartitionObservation:
         """The partition's observation; with `batch`, every partition of this run is gathered once, together,
@@ -77,6 +83,9 @@ class Observer:
                     self._seen.update(self._shared(target))
                 else:
                     self._seen.update(observe_all([target], self.settings, self.credentials))
+                # the observations, and the AWS models and clients loaded to make them, live until the run ends:
+                # no later garbage collection (pytest runs two at exit) needs to walk them again
+                gc.freeze()
             return self._seen[target.partition]
 
     def _shared(self, target: Target) -> dict[str, PartitionObservation]:
@@ -86,10 +95,44 @@ class Observer:
             found: dict[str, PartitionObservation] = pickle.loads(shared.read_bytes()) if shared.exists() else {}
             if target.partition not in found:
                 found.update(observe_all(self._pending(target, found), self.settings, self.credentials))
-                tmp = shared.with_suffix(".tmp")
-                tmp.write_bytes(pickle.dumps(found))
-                tmp.replace(shared)
+                _publish(shared, found)
         return found
+
+    def gather_early(self, nodeids: Sequence[str]) -> None:
+        """xdist controller: gather the partitions these collected checks will ask for, in a thread, holding the
+        run directory's lock (taken before any worker runs a check), while the other workers finish starting
+        and the scheduler hands out work. The workers then find the observations ready instead of gathering."""
+        if self._early is not None or self._config.getoption("deploy", False):
+            return  # a deploy run observes each partition after its deploy
+        chosen = {t.partition for t in self._chosen.targets}
+        names = {group_of(i, chosen) for i in nodeids if "tests_postmerge/" in i.split("::", 1)[0]}
+        targets = [t for t in self._chosen.targets if t.partition in names]
+        if not targets:
+            return
+        lock = (run_dir(self._config) / "observations.lock").open("a")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+        def gather() -> None:
+            started = time.monotonic()
+            try:
+                found = observe_all(targets, self.settings, self.credentials)
+                with contextlib.suppress(OSError):  # the run ended (Ctrl-C) and its directory is gone
+                    _publish(run_dir(self._config) / "observations.pickle", found)
+                self.early_note = (
+                    f"mailgate: observed {len(found)} partition(s) in {time.monotonic() - started:.1f} s "
+                    "while the xdist workers started"
+                )
+            finally:
+                lock.close()  # releases the lock: the workers read what was published, or gather themselves
+
+        self._early = threading.Thread(target=gather, name="mailgate-observe", daemon=True)
+        self._early.start()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the controller's early gathering before the run directory is removed (every worker has
+        waited for it already, unless the run was interrupted: then not for long)."""
+        if self._early is not None:
+            self._early.join(timeout)
 
     def _pending(self, target: Target, found: dict[str, PartitionObservation]) -> list[Target]:
         """The target plus every selected partition this run has postmerge checks for and nobody observed yet."""
@@ -124,7 +167,32 @@ class Observer:
         return zone, problems, looks
 
 
+def _publish(path: Path, found: dict[str, PartitionObservation]) -> None:
+    """Write the observations for the run's other processes, atomically (call with the run's lock held)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps(found))
+    tmp.replace(path)
+
+
 OBSERVER = pytest.StashKey[Observer]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """xdist controller, as each worker finishes collecting: the first one starts the early gathering."""
+    if SELECTION in node.config.stash:
+        observer(node.config).gather_early(ids)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    note = config.stash[OBSERVER].early_note if OBSERVER in config.stash else None
+    if note:
+        terminalreporter.write_line(note)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if OBSERVER in config.stash:
+        config.stash[OBSERVER].join(timeout=5.0)
 
 
 @pytest.hookimpl(trylast=True)

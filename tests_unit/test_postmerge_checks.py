@@ -67,8 +67,9 @@ def test_undeployed_partition_fails_every_check_with_its_cause(scenarios, mailga
 def test_four_partitions_under_xdist_match_the_single_process_verdicts(
     scenarios, pytester: pytest.Pytester, tmp_path
 ) -> None:
-    """-n 4 across four partitions: the same verdicts; each question asked once, not once per worker: one role
-    assumed per AWS profile, one domain listing per Postmark account, one read per domain."""
+    """-n 4 across four partitions: the same verdicts; each question asked once, by the controller while the
+    workers start, not once per worker: one role per AWS profile, one listing per Postmark account, one read
+    per domain."""
     for name in ("dev", "stage", "demo", "prod"):
         scenarios.seed(name, defects=["two-spf"] if name == "demo" else ())
     scenarios.world.aws.calls.clear()  # the seeding's own requests; the run's are counted below
@@ -89,6 +90,7 @@ def test_four_partitions_under_xdist_match_the_single_process_verdicts(
     failed = {line.split("::")[-1].split(" ")[0] for line in out.splitlines() if line.startswith("FAILED")}
     assert failed == {"test_spf[demo]"}, out[-3000:]
     assert passed == {f"{c}[{p}]" for c in POSTMERGE_CHECKS for p in ("dev", "stage", "demo", "prod")} - failed
+    assert "mailgate: observed 4 partition(s) in " in out, "the controller gathers while the workers start"
     asked = [f"{c.method} {c.path.lower()}" for c in scenarios.world.postmark.calls]
     assert asked.count("GET /domains") == 2, f"expected one domain listing per account, saw {asked}"
     assert len([a for a in asked if a.startswith("GET /domains/")]) == 4, asked
