@@ -87,7 +87,7 @@ def observe_all(
 
 
 class _Accounts:
-    """One Postmark client per account (API URL, account, token) for the gathering: its connections, its
+    """One Postmark client per account (name and token) for the gathering: its connections, its
     domain listing (read once for all its partitions) and its rate limit (Postmark limits per token)."""
 
     def __init__(self, settings: Settings) -> None:
