@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import socket
 import threading
@@ -131,6 +132,12 @@ def parse_server(spec: str, default_port: int = 53) -> tuple[str, int]:
         ) from None
 
 
+@functools.lru_cache(maxsize=16384)
+def name_of(text: str) -> dns.name.Name:
+    """`text` as a DNS name, parsed once (judging compares the same few names thousands of times)."""
+    return dns.name.from_text(text)
+
+
 def address_text(host: str, port: int) -> str:
     """'127.0.0.2:53' or '[::1]:53'."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -138,13 +145,13 @@ def address_text(host: str, port: int) -> str:
 
 def host_text(name: str | dns.name.Name) -> str:
     """A host name as shown and compared in observations: lower case, no final dot."""
-    value = name if isinstance(name, dns.name.Name) else dns.name.from_text(name)
+    value = name if isinstance(name, dns.name.Name) else name_of(name)
     return value.to_text(omit_final_dot=True).lower()
 
 
 def as_names(values: Iterable[str]) -> frozenset[dns.name.Name]:
     """Names as a set of DNS names, for comparing regardless of case and final dot."""
-    return frozenset(dns.name.from_text(v) for v in values)
+    return frozenset(name_of(v) for v in values)
 
 
 async def query(
@@ -176,7 +183,7 @@ async def _exchange(
     where: tuple[str, int], qname: str, rtype: str, *, timeout: float, server_label: str, retries: int, recursion: bool
 ) -> Answer:
     host, port = where
-    name = dns.name.from_text(qname)
+    name = name_of(qname)
     rdtype = dns.rdatatype.from_text(rtype)
     request = dns.message.make_query(name, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
     if not recursion:
@@ -539,7 +546,7 @@ class _Asker:
 
         Within one event loop the same lookup is asked once and shared (64 zones need the parent's NS once).
         """
-        key = (self, dns.name.from_text(qname), rtype.upper())
+        key = (self, name_of(qname), rtype.upper())
         loop = asyncio.get_running_loop()
         with _SLOTS_LOCK:
             shared = _LOOKUPS.setdefault(loop, {})
@@ -594,14 +601,14 @@ class _Asker:
 
 def _delegated_hosts(answer: Answer, zone: str) -> list[str]:
     """The NS hosts a parent server named for zone: in a referral's AUTHORITY, or in the answer."""
-    zone_name = dns.name.from_text(zone)
-    referral = [r for owner, t, r in answer.authority if t == "NS" and dns.name.from_text(owner) == zone_name]
+    zone_name = name_of(zone)
+    referral = [r for owner, t, r in answer.authority if t == "NS" and name_of(owner) == zone_name]
     return [host_text(r) for r in (*answer.records, *referral)] if answer.rcode == "NOERROR" else []
 
 
 def _matching(answers: Iterable[Answer], qname: str, rtype: str) -> tuple[Answer, ...]:
-    name, rtype = dns.name.from_text(qname), rtype.upper()
-    return tuple(a for a in answers if a.rtype == rtype and dns.name.from_text(a.qname) == name)
+    name, rtype = name_of(qname), rtype.upper()
+    return tuple(a for a in answers if a.rtype == rtype and name_of(a.qname) == name)
 
 
 def _key(answer: Answer) -> tuple[str | None, tuple[str, ...], tuple[bytes, ...]]:
