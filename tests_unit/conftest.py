@@ -78,3 +78,15 @@ def mailgate(pytester: pytest.Pytester, scenarios: Scenarios, tmp_path: Path) ->
         return Run(ret, outcomes, messages, "")
 
     return run
+
+
+@pytest.fixture
+def checks_project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A pytester project laid out like mailgate's: this repo's partitions.yaml, the check folders as
+    testpaths and the markers the checks use; tests add their own check files."""
+    pytester.makefile(".yaml", partitions=(Path(__file__).resolve().parents[1] / "partitions.yaml").read_text())
+    pytester.makeini(
+        "[pytest]\ntestpaths = tests_preflight tests_postmerge\n"
+        "markers =\n    preflight: p\n    postmerge: p\n    code: c\n"
+    )
+    return pytester

@@ -52,12 +52,8 @@ def test_dmarc(partition, evidence):
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makefile(".yaml", partitions=(ROOT / "partitions.yaml").read_text())
-    pytester.makeini(
-        "[pytest]\ntestpaths = tests_preflight tests_postmerge\n"
-        "markers =\n    preflight: p\n    postmerge: p\n    code: c\n"
-    )
+def project(checks_project: pytest.Pytester) -> pytest.Pytester:
+    pytester = checks_project
     for folder, name, text in [("tests_preflight", "test_code.py", BUILD), ("tests_postmerge", "test_dns.py", CHECKS)]:
         (pytester.path / folder).mkdir()
         (pytester.path / folder / name).write_text(text)

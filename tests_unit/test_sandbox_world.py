@@ -347,14 +347,7 @@ def test_up_prints_a_working_environment_and_down_stops_it(tmp_path: Path) -> No
         assert not any(_refused("127.0.0.1", port, kind) for kind, port in listening)
 
         stopping = time.monotonic()
-        down = subprocess.run(
-            [sys.executable, "-m", "sandbox", "down", "--state-dir", str(state)],
-            env=_outside_env(),
-            capture_output=True,
-            text=True,
-            timeout=HANG,
-            check=False,
-        )
+        down = _down(state)
         assert (down.returncode, down.stdout.strip()) == (0, f"sandbox: stopping pid {up.pid}"), down.stderr
         assert up.wait(timeout=HANG) == 0, (tmp_path / "up.stderr").read_text()
         print(f"`python -m sandbox down`: the world's process ended {time.monotonic() - stopping:.2f} s later")
@@ -377,7 +370,13 @@ def test_down_without_a_world_says_so_and_exits_1(tmp_path: Path, stale: bool) -
         info = WorldInfo(str(state), url, 1, "127.0.0.1:1", url, "", "", "", ended.pid)
         state.mkdir()
         (state / "world.json").write_text(json.dumps(asdict(info)))
-    down = subprocess.run(
+    down = _down(state)
+    assert (down.returncode, down.stdout, down.stderr) == (1, "", f"sandbox: no running world in {state}\n")
+
+
+def _down(state: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m sandbox down` from outside the project, as an operator's second shell runs it."""
+    return subprocess.run(
         [sys.executable, "-m", "sandbox", "down", "--state-dir", str(state)],
         env=_outside_env(),
         capture_output=True,
@@ -385,7 +384,6 @@ def test_down_without_a_world_says_so_and_exits_1(tmp_path: Path, stale: bool) -
         timeout=HANG,
         check=False,
     )
-    assert (down.returncode, down.stdout, down.stderr) == (1, "", f"sandbox: no running world in {state}\n")
 
 
 def test_up_environment_survives_a_state_dir_with_a_space(tmp_path: Path) -> None:

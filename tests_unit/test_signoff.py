@@ -107,12 +107,8 @@ EXIT_255 = OK | {"ok": False, "exit_code": 255, "log": "reports/logs/deploy-Alph
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makefile(".yaml", partitions=(ROOT / "partitions.yaml").read_text())
-    pytester.makeini(
-        "[pytest]\ntestpaths = tests_preflight tests_postmerge\n"
-        "markers =\n    preflight: p\n    postmerge: p\n    code: c\n"
-    )
+def project(checks_project: pytest.Pytester) -> pytest.Pytester:
+    pytester = checks_project
     pytester.path.joinpath("log.md").write_text(LOG, encoding="utf-8")
     return pytester
 
