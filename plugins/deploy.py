@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from plugins.observations import observer
-from plugins.partitions import item_partition, run_dir, selection
+from plugins.partitions import item_partition, run_dir, selection, ungrouped
 from plugins.report import reports_dir
 from probes import aws, shell
 from probes.cdk import CdkError, read_context_entry
@@ -71,6 +71,7 @@ class Gate:
         self.required: dict[str, list[str]] = {}  # partition -> preflight node ids (before deselection)
         self.shared: list[str] = []  # partition-independent preflight node ids
         self.collected: set[str] = set()
+        self.preflight: set[str] = set()  # shared and required, as a set (after collection)
         self.outcomes: dict[str, str] = {}
         self._state: dict[str, str] = {}
         self.deploys: dict[str, DeployOutcome] = {}
@@ -95,10 +96,6 @@ class Gate:
         if nodeid in self.preflight:
             with self.outcomes_file.open("a") as out:
                 out.write(json.dumps({"nodeid": nodeid, "outcome": self.outcomes[nodeid]}) + "\n")
-
-    @property
-    def preflight(self) -> set[str]:
-        return {*self.shared, *(n for ids in self.required.values() for n in ids)}
 
     def blockers(self, target: Target) -> list[str]:
         """Why the partition may not be deployed yet: checks failed, skipped or missing (empty: go)."""
@@ -160,13 +157,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    session.config.stash[GATE].collected = {ungrouped(item.nodeid) for item in session.items}
-
-
-def ungrouped(nodeid: str) -> str:
-    """A node id without the `@group` suffix xdist's loadgroup adds on workers."""
-    head, at, group = nodeid.rpartition("@")
-    return head if at and "::" not in group and "[" not in group else nodeid
+    gate = session.config.stash[GATE]
+    gate.collected = {ungrouped(item.nodeid) for item in session.items}
+    gate.preflight = {*gate.shared, *(n for ids in gate.required.values() for n in ids)}
 
 
 @pytest.fixture

@@ -151,9 +151,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
     return PartitionScheduling(config, log)
 
 
+def ungrouped(nodeid: str) -> str:
+    """A node id without the `@group` suffix xdist's loadgroup adds on workers (an `@` inside a path or a
+    parameter is not one)."""
+    head, at, group = nodeid.rpartition("@")
+    return head if at and not any(c in group for c in ":[]/") else nodeid
+
+
 def group_of(nodeid: str, partitions: set[str]) -> str:
     """The xdist work unit of a node id: its partition, the shared preflight group, or the node itself."""
-    head = nodeid.split("@", 1)[0] if "@" in nodeid.rsplit("]", 1)[-1] else nodeid
+    head = ungrouped(nodeid)
     if head.endswith("]") and "[" in head:
         param = head[head.rindex("[") + 1 : -1]
         if param in partitions:

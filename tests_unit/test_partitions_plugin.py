@@ -184,6 +184,8 @@ def test_project_collects_prod_checks_once() -> None:
         ("tests_preflight/test_code.py::test_build@mailgate-shared", "mailgate-shared"),
         ("tests_unit/test_x.py::test_y[not-a-partition]", "tests_unit/test_x.py::test_y[not-a-partition]"),
         ("tests_unit/test_x.py::test_z", "tests_unit/test_x.py::test_z"),
+        ("tests_unit/test_x.py::test_y[a@b]", "tests_unit/test_x.py::test_y[a@b]"),
+        ("tests_unit/at@dir/test_x.py::test_z", "tests_unit/at@dir/test_x.py::test_z"),
     ],
 )
 def test_xdist_work_units(nodeid: str, group: str) -> None:
