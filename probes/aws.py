@@ -6,6 +6,7 @@ SSO) with the profile named explicitly: a derived profile name is never guessed.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ HEALTHY_STACK = ("CREATE_COMPLETE", "UPDATE_COMPLETE")
 _CLIENTS: dict[tuple[str, str, str], Any] = {}
 _SESSIONS: dict[str, boto3.Session] = {}
 _PROFILE_LOCKS: dict[str, threading.Lock] = {}
-_LOADER: list[botocore.loaders.Loader] = []  # one loader: botocore's service models parsed once per process
 _LOCK = threading.Lock()
 # total_max_attempts counts the first request; a Config's max_attempts would count retries only (5 requests)
 _BOTO = BotoConfig(retries={"mode": "standard", "total_max_attempts": 4}, connect_timeout=5, read_timeout=20)
@@ -106,12 +106,16 @@ def _session(profile: str) -> boto3.Session:
     if profile not in _SESSIONS:
         core = botocore.session.Session()
         with _LOCK:
-            if not _LOADER:
-                _LOADER.append(botocore.loaders.create_loader(core.get_config_variable("data_path")))
-            loader = _LOADER[0]
+            loader = _loader(core.get_config_variable("data_path"))
         core.register_component("data_loader", loader)
         _SESSIONS[profile] = boto3.Session(botocore_session=core, profile_name=profile)
     return _SESSIONS[profile]
+
+
+@functools.cache
+def _loader(data_path: str | None) -> botocore.loaders.Loader:
+    """One loader per data path: botocore's service models parsed once per process (call under _LOCK)."""
+    return botocore.loaders.create_loader(data_path)
 
 
 def forget_clients() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import email.utils
+import functools
 import json
 import random
 import ssl
@@ -182,17 +183,13 @@ class RateLimiter:
 
 
 _SHARED = RateLimiter(DEFAULT_RATE)
-_TLS: list[ssl.SSLContext] = []
-_TLS_LOCK = threading.Lock()
 
 
+@functools.cache
 def _tls() -> ssl.SSLContext:
     """One TLS context for every client (httpx's default: SSL_CERT_FILE/DIR, else certifi); loading the roots
     costs ~25 ms of CPU per context."""
-    with _TLS_LOCK:
-        if not _TLS:
-            _TLS.append(httpx.create_ssl_context())
-        return _TLS[0]
+    return httpx.create_ssl_context()
 
 
 _ATTEMPTS: contextvars.ContextVar[list[Attempt] | None] = contextvars.ContextVar("postmark_attempts", default=None)
