@@ -172,7 +172,7 @@ def group_of(nodeid: str, partitions: set[str]) -> str:
 def _select(config: pytest.Config, path: Path) -> Selection:
     try:
         loaded = load(path)
-        targets = tuple(loaded.select(config.getoption("partition")))
+        targets = tuple(loaded.in_deploy_order(loaded.select(config.getoption("partition"))))
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     invocation = config.invocation_params.dir

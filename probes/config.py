@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -56,6 +57,7 @@ class Infrastructure(_Strict):
 
 class PartitionSpec(_Strict):
     infrastructure: Name
+    after: list[Name] = []  # partitions that must be verified before this one may be deployed
     postmark_account: Name
     credential: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^(op://\S+|env:[A-Za-z_][A-Za-z0-9_]*)$")]
     production: bool = False
@@ -110,8 +112,38 @@ class DeploySpec(_Strict):
     command: Annotated[str, Field(min_length=1)]
 
 
+class GatesSpec(_Strict):
+    """The execution log's `| Gate | Status | Date |` rows mailgate decides, found by the start of their Gate text
+    (null: leave that row to the operator)."""
+
+    entry_criteria: Annotated[str, Field(min_length=1)] | None = "Entry criteria verified"
+    production_confirmation: Annotated[str, Field(min_length=1)] | None = "Production deploy confirmation given"
+
+
+class VerificationSpec(_Strict):
+    """Rows of a verification matrix (a Markdown table whose first column is the row id) and the checks that
+    decide each; `{partition}` in an id makes one row per partition."""
+
+    file: str | None = None
+    status_column: Annotated[str, Field(min_length=1)] = "Status"
+    rows: dict[Annotated[str, Field(min_length=1, max_length=200)], Annotated[list[Name], Field(min_length=1)]] = {}
+
+    @field_validator("rows")
+    @classmethod
+    def _row_ids(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for row_id in value:
+            if re.search(r"[{}|\s]", row_id.replace("{partition}", "")):
+                raise _PathError(
+                    ("signoff", "verification", "rows", row_id),
+                    f"row id {_short(row_id)}: one word, and {{partition}} is the only placeholder",
+                )
+        return value
+
+
 class SignoffSpec(_Strict):
     log: str | None = None
+    gates: GatesSpec = GatesSpec()
+    verification: VerificationSpec = VerificationSpec()
 
 
 class ConfigFile(_Strict):
@@ -125,6 +157,7 @@ class ConfigFile(_Strict):
     infra: InfraSpec
     deploy: DeploySpec
     signoff: SignoffSpec = SignoffSpec()
+    waivers: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
     infrastructures: dict[Name, Infrastructure] = Field(min_length=1)
     partitions: dict[Name, PartitionSpec] = Field(min_length=1)
 
@@ -137,13 +170,54 @@ class ConfigFile(_Strict):
                 raise _RefError(
                     ("partitions", name, "postmark_account"), spec.postmark_account, list(self.postmark.accounts)
                 )
+            for index, before in enumerate(spec.after):
+                if before not in self.partitions:
+                    raise _RefError(("partitions", name, "after", str(index)), before, list(self.partitions))
+        cycle = _cycle({name: spec.after for name, spec in self.partitions.items()})
+        if cycle:
+            path = " → ".join(cycle)
+            raise _PathError(
+                ("partitions", cycle[0], "after"),
+                f"the deploy order has a cycle: {path} (each needs the next verified first); remove one of these",
+            )
         return self
 
 
-class _RefError(ValueError):
-    def __init__(self, path: tuple[str, ...], value: str, known: list[str]) -> None:
-        super().__init__(f"names unknown {_short(value)}; known: {', '.join(known)}")
+class _PathError(ValueError):
+    """A problem found across the model, located by its key path (pydantic's own location is the whole file)."""
+
+    def __init__(self, path: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
         self.path = path
+
+
+class _RefError(_PathError):
+    def __init__(self, path: tuple[str, ...], value: str, known: list[str]) -> None:
+        super().__init__(path, f"names unknown {_short(value)}; known: {', '.join(known)}")
+
+
+def _cycle(after: dict[str, list[str]]) -> list[str]:
+    """The first cycle of `after:` edges, as the names along it back to its start (empty: none)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> list[str]:
+        state[name] = 1
+        for before in after.get(name, []):
+            if state.get(before) == 1:
+                return [*path[path.index(before) :], before]
+            if before not in state:
+                found = visit(before, [*path, before])
+                if found:
+                    return found
+        state[name] = 2
+        return []
+
+    for name in after:
+        if name not in state:
+            found = visit(name, [name])
+            if found:
+                return found
+    return []
 
 
 @dataclass(frozen=True)
@@ -162,6 +236,7 @@ class Target:
     return_path_target: str
     spf_includes: tuple[str, ...]
     expected_resources: tuple[tuple[str, int], ...] | None
+    after: tuple[str, ...] = ()
 
     @property
     def stack_name(self) -> str:
@@ -210,6 +285,7 @@ class Config:
     path: Path
     file: ConfigFile
     targets: dict[str, Target]
+    lines: Mapping[tuple[str, ...], int] = field(default_factory=dict)
 
     @property
     def infra_repo(self) -> Path:
@@ -219,6 +295,32 @@ class Config:
     def signoff_log(self) -> Path | None:
         log = self.file.signoff.log
         return (self.path.parent / log).resolve() if log else None
+
+    @property
+    def waivers(self) -> Path | None:
+        return (self.path.parent / self.file.waivers).resolve() if self.file.waivers else None
+
+    @property
+    def verification_file(self) -> Path | None:
+        matrix = self.file.signoff.verification.file
+        return (self.path.parent / matrix).resolve() if matrix else None
+
+    def located(self, loc: tuple[str, ...], message: str) -> str:
+        """One operator line `file:line: key.path: message` for a problem found after loading."""
+        return _located(self.path, self.lines, loc, message)
+
+    def in_deploy_order(self, targets: Sequence[Target]) -> list[Target]:
+        """`targets` reordered so each comes after the selected partitions it names in `after:` (otherwise in the
+        given order): checks, deploys and xdist's work units then follow the cascade."""
+        chosen = {t.partition for t in targets}
+        placed: list[Target] = []
+        waiting = list(targets)
+        while waiting:
+            done = {t.partition for t in placed}
+            ready = next(t for t in waiting if all(b in done or b not in chosen for b in t.after))
+            placed.append(ready)
+            waiting.remove(ready)
+        return placed
 
     def select(self, spec: str) -> list[Target]:
         """Resolve `--partition` (comma list or `all`) to targets, or raise ConfigError listing the known."""
@@ -253,7 +355,7 @@ def load(path: Path) -> Config:
     except ValidationError as exc:
         raise ConfigError(_first_error(path, lines, exc)) from None
     targets = {name: _target(file, name, spec) for name, spec in file.partitions.items()}
-    return Config(path=path, file=file, targets=targets)
+    return Config(path=path, file=file, targets=targets, lines=lines)
 
 
 def _target(file: ConfigFile, name: str, spec: PartitionSpec) -> Target:
@@ -272,6 +374,7 @@ def _target(file: ConfigFile, name: str, spec: PartitionSpec) -> Target:
         return_path_target=file.return_path_target,
         spf_includes=tuple(spec.spf_includes if spec.spf_includes is not None else file.spf.includes),
         expected_resources=resources,
+        after=tuple(spec.after),
     )
 
 
@@ -367,7 +470,7 @@ def _first_error(path: Path, lines: dict[tuple[str, ...], int], exc: ValidationE
     error = errors[0]
     loc = tuple(str(part) for part in error["loc"])
     cause = error.get("ctx", {}).get("error")
-    if isinstance(cause, _RefError):
+    if isinstance(cause, _PathError):
         return _located(path, lines, cause.path, str(cause))
     kind = error["type"]
     if kind == "extra_forbidden":

@@ -168,3 +168,64 @@ def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ConfigError, match=r"YAML nodes \(an alias bomb\?\)"):
         load(path)
+
+
+def test_shipped_deploy_order() -> None:
+    config = load(REAL)
+    assert {name: t.after for name, t in config.targets.items()} == {
+        "dev": (),
+        "stage": ("dev",),
+        "demo": ("dev",),
+        "prod": ("stage", "demo"),
+    }
+    targets = config.targets
+    assert [t.partition for t in config.in_deploy_order([targets[n] for n in ("prod", "demo", "stage", "dev")])] == [
+        "dev",
+        "demo",
+        "stage",
+        "prod",
+    ]
+    assert [t.partition for t in config.in_deploy_order([targets["prod"], targets["demo"]])] == ["demo", "prod"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message", "line_needle"),
+    [
+        pytest.param(
+            "    after: [stage, demo]",
+            "    after:\n      - stage\n      - qa",
+            r"partitions\.prod\.after\.1: names unknown 'qa'; known: dev, stage, demo, prod$",
+            "- qa",
+            id="unknown-name",
+        ),
+        pytest.param(
+            "    credential: op://Arda-DevOAM/Postmark/credential\n",
+            "    credential: op://Arda-DevOAM/Postmark/credential\n    after: [prod]\n",
+            r"partitions\.dev\.after: the deploy order has a cycle: dev → prod → stage → dev \(each needs the next",
+            "after: [prod]",
+            id="cycle",
+        ),
+        pytest.param(
+            "    after: [stage, demo]",
+            "    after: [prod]",
+            r"partitions\.prod\.after: the deploy order has a cycle: prod → prod",
+            "after: [prod]",
+            id="self",
+        ),
+    ],
+)
+def test_bad_deploy_order_is_one_clear_line(tmp_path: Path, old: str, new: str, message: str, line_needle: str) -> None:
+    path = _variant(tmp_path, old, new)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    text = str(caught.value)
+    assert "\n" not in text
+    assert text.startswith(f"{path}:{_line_of(path, line_needle)}: "), text
+    assert caught.match(message)
+
+
+def test_verification_row_ids_take_only_the_partition_placeholder(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "V-PART-DNS-{partition}:", "V-PART-DNS-{zone}:")
+    expected = r"row id 'V-PART-DNS-\{zone\}': one word, and \{partition\} is the only placeholder$"
+    with pytest.raises(ConfigError, match=r":\d+: signoff\.verification\.rows\.V-PART-DNS-\{zone\}: " + expected):
+        load(path)

@@ -141,6 +141,23 @@ def test_broken_file_stops_before_any_test(project: pytest.Pytester) -> None:
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
+def test_a_deploy_order_cycle_stops_before_any_test(project: pytest.Pytester) -> None:
+    text = (ROOT / "partitions.yaml").read_text().replace("after: [dev]", "after: [prod]", 1)
+    project.makefile(".yaml", partitions=text)
+    result = project.runpytest("-q")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "after: [prod]" in row)
+    result.stderr.fnmatch_lines(
+        [f"ERROR: *partitions.yaml:{line}: partitions.stage.after: the deploy order has a cycle: stage → prod → stage *"]
+    )
+    assert "passed" not in result.stdout.str()
+
+
+def test_partitions_run_in_deploy_order(project: pytest.Pytester) -> None:
+    result = project.runpytest("--collect-only", "-q", "-m", "postmerge", "--partition", "prod,stage,dev")
+    assert _ids(result) == [f"test_checks.py::test_exports[{name}]" for name in ("dev", "stage", "prod")]
+
+
 def test_missing_explicit_file_names_the_path(project: pytest.Pytester) -> None:
     result = project.runpytest("--partitions-file", "nosuch.yaml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
