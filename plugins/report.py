@@ -10,8 +10,9 @@ beside it (`.xml`). Any other run (`pytest tests_unit`, …) writes no report fi
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from html import escape
@@ -21,9 +22,11 @@ from typing import Any
 import pytest
 
 from plugins.partitions import item_partition
+from probes import dns
 from probes.secrets import known_secrets, redact
 
 CHECK_ATTR = "mailgate_check"
+TABLE = "evidence_table"
 PHASES = ("preflight", "postmerge")
 CHECK_DIRS = ("tests_preflight", "tests_postmerge")
 MAX_PARTITIONS_IN_NAME = 100  # characters of the partitions part of a report's file name
@@ -43,8 +46,14 @@ def reports_dir(config: pytest.Config) -> Path:
     return Path(config.invocation_params.dir, option).resolve() if option else config.rootpath / "reports"
 
 
+DNS_COLUMNS = ("server", "address", "question", "answer", "rcode", "time")
+
+
 class Evidence:
-    """What a check saw, attached to its report (redacted): `evidence.add("TXT at _dmarc…", lines)`."""
+    """What a check saw, attached to its report (redacted): `evidence.add("TXT at _dmarc…", lines)`.
+
+    Every entry is text (signoff.json, the terminal); `table` and `dns` also keep its rows, and the HTML
+    report shows those as a table under the same title."""
 
     def __init__(self, node: pytest.Item) -> None:
         self._node = node
@@ -52,6 +61,30 @@ class Evidence:
     def add(self, title: str, lines: str | Iterable[str] = ()) -> None:
         body = lines if isinstance(lines, str) else "\n".join(lines)
         self._node.user_properties.append(("evidence", redact(f"{title}\n{body}".rstrip())))
+
+    def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], text: Iterable[str]) -> None:
+        """An entry with rows; `text` is its text form (one line per row, as the terminal shows it)."""
+        self.add(title, text)
+        table = {"title": title, "columns": list(columns), "rows": [[str(cell) for cell in row] for row in rows]}
+        self._node.user_properties.append((TABLE, redact(json.dumps(table))))
+
+    def dns(self, title: str, answers: Sequence[dns.Answer]) -> None:
+        """Every server's answer to a question: server, address, question, answer, rcode, time."""
+        if not answers:
+            self.add(title, "no server asked")
+            return
+        rows = [
+            (
+                a.server,
+                a.address,
+                f"{a.rtype} {a.qname}",
+                dns.answer_text(a),
+                a.rcode or "—",
+                f"{a.elapsed * 1000:.0f} ms",
+            )
+            for a in answers
+        ]
+        self.table(title, DNS_COLUMNS, rows, [dns.evidence(a) for a in answers])
 
 
 @pytest.fixture
@@ -91,6 +124,11 @@ def report_check(report: pytest.TestReport) -> CheckId | None:
 
 def evidence_of(report: pytest.TestReport) -> list[str]:
     return [str(value) for name, value in report.user_properties if name == "evidence"]
+
+
+def tables_of(report: pytest.TestReport) -> list[dict[str, Any]]:
+    """The report's evidence tables (`Evidence.table`): title, columns, rows."""
+    return [json.loads(str(value)) for name, value in report.user_properties if name == TABLE]
 
 
 @pytest.hookimpl(wrapper=True)

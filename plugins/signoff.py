@@ -23,8 +23,10 @@ from typing import Any
 
 import pytest
 
+from plugins.matrix import Matrix, build_matrix, matrix_html, matrix_markdown
 from plugins.partitions import SELECTION, Selection
-from plugins.report import CheckId, check_id, evidence_of, report_check, reports_dir
+from plugins.report import CheckId, check_id, evidence_of, report_check, reports_dir, tables_of
+from plugins.report_html import sections
 from plugins.signoff_log import (
     HEADER,
     NOT_DONE,
@@ -74,10 +76,12 @@ class Result:
     duration: float = 0.0
     message: str | None = None
     evidence: list[str] = field(default_factory=list)
+    tables: list[dict[str, Any]] = field(default_factory=list)
 
     def absorb(self, report: pytest.TestReport) -> None:
         self.duration += report.duration
         self.evidence = evidence_of(report) or self.evidence
+        self.tables = tables_of(report) or self.tables
         xfail = hasattr(report, "wasxfail")
         if report.failed:
             failed = "failed" if report.when == "call" else "error"
@@ -302,7 +306,7 @@ class Recorder:
             "rows": [dict(zip(HEADER, row.table_cells(), strict=True)) for row in self.rows],
             "deploys": list(self.deploys.values()),
             "log": {"path": str(log.path), "status": log.status, "message": log.message} if log else None,
-            "checks": [_check_entry(result) for result in self.results.values()],
+            "checks": [_check_entry(result, MAX_EVIDENCE_LINES) for result in self.results.values()],
             "deselected": [asdict(check) for check in self.deselected.values()],
         }
 
@@ -318,6 +322,7 @@ class Recorder:
             lines += ["**INCOMPLETE: the run was interrupted; cells cover only the checks that finished.**", ""]
         table = render_table([row.table_cells() for row in self.rows]).splitlines()
         lines += table if self.rows else ["No partition was selected."]
+        lines += ["", "## Verdict matrix", "", *matrix_markdown(self.matrix()).splitlines()]
         failed = [r for r in self.results.values() if r.outcome in FAILED_OUTCOMES]
         if failed:
             lines += ["", f"## Failed ({len(failed)})", ""]
@@ -348,11 +353,29 @@ class Recorder:
             "cells cover only the checks that finished.</strong></p>"
         )
         table = f'<h2>Sign-off</h2>{banner}<table id="mailgate-signoff"><tr>{head}</tr>{body}</table>'
-        prefix.insert(0, redact(table))
+        matrix = f'<h2 id="mailgate-verdict">Verdict matrix</h2>{matrix_html(self.matrix())}'
+        prefix[:0] = [redact(matrix), redact(table)]
+        html = getattr(self.config.option, "htmlpath", None)
+        report_dir = Path(html).resolve().parent if html else reports_dir(self.config)
+        postfix.append(redact(sections(self.check_entries(None), self.partitions(), self.deploys, report_dir)))
+
+    def partitions(self) -> list[str]:
+        """The selected partitions, in the partitions file's order."""
+        chosen = self.config.stash.get(SELECTION, None)
+        return [t.partition for t in chosen.targets] if chosen else []
+
+    def check_entries(self, evidence_lines: int | None) -> list[dict[str, Any]]:
+        """Every check of this run as signoff.json lists it, the deselected ones with outcome "deselected"."""
+        entries = [_check_entry(result, evidence_lines) for result in self.results.values()]
+        return entries + [_check_entry(Result(c, "deselected"), 0) for c in self.deselected.values()]
+
+    def matrix(self) -> Matrix:
+        return build_matrix(self.check_entries(0), self.partitions())
 
 
-def _check_entry(result: Result) -> dict[str, Any]:
-    evidence = ["\n".join(text.splitlines()[:MAX_EVIDENCE_LINES]) for text in result.evidence]
+def _check_entry(result: Result, evidence_lines: int | None) -> dict[str, Any]:
+    """signoff.json's entry for a check; each evidence text cut to its first `evidence_lines` lines."""
+    evidence = ["\n".join(text.splitlines()[:evidence_lines]) for text in result.evidence]
     return {
         "partition": result.check.partition,
         "phase": result.check.phase,
@@ -362,6 +385,7 @@ def _check_entry(result: Result) -> dict[str, Any]:
         "duration": round(result.duration, 3),
         "message": result.message,
         "evidence": evidence,
+        "tables": result.tables,
     }
 
 

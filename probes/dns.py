@@ -109,10 +109,6 @@ class Agreement:
     txt: tuple[bytes, ...]  # the agreed TXT values, sorted; () when they do not agree
     problem: str | None  # one line naming the servers at fault; None when they agree
 
-    @property
-    def evidence(self) -> str:
-        return "\n".join(evidence(a) for a in self.answers)
-
 
 def parse_server(spec: str, default_port: int = 53) -> tuple[str, int]:
     """'host', 'host:port', '[v6]:port' or a bare IPv6 address -> (address, port); must be an IP address."""
@@ -379,10 +375,15 @@ def evidence(answer: Answer) -> str:
     """One line: 'ns-1.example.net (127.0.0.2:53) TXT _dmarc.dev.example.com -> NOERROR aa ['v=DMARC1; …'] 3 ms'."""
     head = f"{answer.server} ({answer.address}) {answer.rtype} {answer.qname} ->"
     millis = f"{answer.elapsed * 1000:.0f} ms"
+    return " ".join(p for p in (head, answer.rcode, answer_text(answer), millis) if p)
+
+
+def answer_text(answer: Answer) -> str:
+    """What a reply said beside its rcode: flags, values, the rest of the answer, a referral, resends."""
     if answer.rcode is None:
-        return f"{head} no reply: {answer.error} {millis}"
+        return f"no reply: {answer.error}"
     flags = " ".join(f for f, on in (("aa", answer.authoritative), ("tcp", answer.transport == "tcp")) if on)
-    parts = [answer.rcode, flags, _values(answer)]
+    parts = [flags, _values(answer)]
     if answer.other:
         parts.append("also " + ", ".join(answer.other))
     if not answer.records and not answer.other:
@@ -391,7 +392,7 @@ def evidence(answer: Answer) -> str:
             parts.append("referral NS " + ", ".join(referral))
     if answer.tries > 1:
         parts.append(f"after {answer.tries} tries")
-    return " ".join([head, *(p for p in parts if p), millis])
+    return " ".join(p for p in parts if p)
 
 
 _SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], _Slots]] = (

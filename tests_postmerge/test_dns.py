@@ -35,7 +35,7 @@ def _judge_dns(
     silent: list[str] = []
     for qname, rtype in questions:
         agreement = probe.agreed(zone, qname, rtype)
-        evidence.add(f"{rtype} {qname} (authoritative, {looks} look(s))", agreement.evidence or "no server asked")
+        evidence.dns(f"{rtype} {qname} (authoritative, {looks} look(s))", agreement.answers)
         silent += [f"{a.server} ({a.address})" for a in agreement.answers if not a.usable]
         advisory = _resolver_disagreement(zone, agreement)
         if advisory:

@@ -145,11 +145,16 @@ def test_html_opens_with_the_signoff_table_and_carries_the_failed_dns_evidence(p
     html_file = next((project.path / "out").glob("*.html"))
     page = _Html(html_file.read_text(encoding="utf-8"))
     filled = [(table_id, rows) for table_id, rows in page.tables if rows]
-    assert filled[0][0] == "mailgate-signoff"
+    assert [table_id for table_id, _ in filled[:2]] == ["mailgate-matrix", "mailgate-signoff"]
     assert [table_id for table_id, _ in page.tables].index("mailgate-signoff") < [t for t, _ in page.tables].index(
         "results-table"
     )
     assert filled[0][1] == [
+        ["Check", "dev", "stage"],
+        ["test_build", "✅ passed (all partitions)"],
+        ["test_dmarc", "❌ failed", "✅ passed"],
+    ]
+    assert filled[1][1] == [
         list(HEADER),
         ["dev", "Alpha002", "PostmarkNonProd", f"✅ {TODAY}", "—", f"❌ {TODAY} 1 failed: test_dmarc", "—"],
         ["stage", "Alpha002", "PostmarkNonProd", f"✅ {TODAY}", "—", f"✅ {TODAY}", "—"],

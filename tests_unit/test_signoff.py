@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 from datetime import date
@@ -139,8 +140,10 @@ def _run(
 
 
 def _md_rows(project: pytest.Pytester) -> dict[str, list[str]]:
-    text = (project.path / "out" / "signoff.md").read_text(encoding="utf-8")
-    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| Partition")]
+    """The sign-off table's rows (the verdict matrix after it is another table)."""
+    lines = (project.path / "out" / "signoff.md").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Partition")) + 1
+    rows = list(itertools.takewhile(lambda line: line.startswith("| "), lines[start:]))
     cells = [[cell.strip() for cell in line.strip("|").split(" | ")] for line in rows if "---" not in line]
     return {row[0]: row[3:] for row in cells}
 
