@@ -360,7 +360,7 @@ class Recorder:
         postfix.append(redact(sections(self.check_entries(None), self.partitions(), self.deploys, report_dir)))
 
     def partitions(self) -> list[str]:
-        """The selected partitions, in the partitions file's order."""
+        """The selected partitions, in this run's order."""
         chosen = self.config.stash.get(SELECTION, None)
         return [t.partition for t in chosen.targets] if chosen else []
 
