@@ -8,14 +8,17 @@ carries `problems`: one sentence each, naming the record and the term at fault; 
 from __future__ import annotations
 
 import binascii
+import functools
 import ipaddress
 import re
-from base64 import b64decode
+from base64 import b64decode, b64encode
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 SPF_LOOKUP_LIMIT = 10
 POLICIES = ("none", "quarantine", "reject")
+RSA_MIN_BITS = 1024  # RFC 8301 §3.2: verifiers MUST NOT accept signatures by smaller keys
+RSA_GOOD_BITS = 2048  # RFC 8301 §3.2: signers SHOULD use keys of at least 2048 bits
 
 _SPF_MECHANISMS = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"})
 _SPF_LOOKUPS = frozenset({"include", "a", "mx", "ptr", "exists", "redirect"})
@@ -29,6 +32,9 @@ _TAG = re.compile(r"\s*([A-Za-z][A-Za-z0-9_]*)\s*=\s*(.*?)\s*", re.S)
 _URI = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(.+?)(?:!(\d+[kmgtKMGT]?))?")
 _MAILBOX = re.compile(r"[^@\s]+@[^@\s]+")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_DKIM_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9]*")  # hash-alg, flag (RFC 6376 §3.6.1, hyphen-less tokens)
+_DKIM_SERVICE = re.compile(r"\*|[A-Za-z0-9]+")  # key-s-type: "*" or a token (RFC 6376 §3.6.1)
+_SELECTOR_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?")
 _DMARC_CHOICES = {
     "p": POLICIES,
     "sp": POLICIES,
@@ -116,7 +122,7 @@ class DmarcRecord:
 
 @dataclass(frozen=True)
 class DkimRecord:
-    """A parsed DKIM key record (RFC 6376 §3.6.1)."""
+    """A parsed DKIM key record (RFC 6376 §3.6.1), its key decoded (RFC 8301 sizes, RFC 8463 Ed25519)."""
 
     name: str
     text: str | None
@@ -126,6 +132,18 @@ class DkimRecord:
     public_key: str  # p= with all whitespace removed, case kept; "" when revoked or missing
     revoked: bool  # p= present and empty
     problems: tuple[str, ...]
+    key_bits: int | None = None  # RSA modulus size, or 256 for Ed25519; None when the key did not decode
+    flags: tuple[str, ...] = ()  # t= flags, lower case ("y" testing, "s" strict)
+    notes: tuple[str, ...] = ()  # evidence that is not a failure (an RSA key under 2048 bits)
+
+    @property
+    def key_summary(self) -> str:
+        """'RSA 1024 bits', 'Ed25519', or why there is no key."""
+        if self.revoked:
+            return "revoked (empty p=)"
+        if self.key_bits is None:
+            return "no usable key"
+        return "Ed25519" if self.key_type == "ed25519" else f"RSA {self.key_bits} bits"
 
 
 def decode_txt(value: bytes) -> tuple[str, bool]:
@@ -328,23 +346,47 @@ def parse_dmarc(text: str, name: str = "") -> DmarcRecord:
 
 
 def parse_dkim(text: str, name: str = "") -> DkimRecord:
-    """Parse one DKIM key record (`v=DKIM1; k=rsa; p=…`): empty p= is revoked, missing p= malformed."""
+    """Parse one DKIM key record (`v=DKIM1; k=rsa; p=…`) as a verifier reads it (RFC 6376 §3.6.1).
+
+    Empty p= is revoked, missing p= malformed; the key must decode as its k= type says (RSA: DER, at least
+    1024 bits by RFC 8301; Ed25519: 32 raw bytes by RFC 8463 §4.2); t=y, and h=/s= lists a verifier cannot
+    use for email, make the key unusable.
+    """
     where = f"DKIM at {name}" if name else "DKIM"
     tags, problems = _tag_list(text, where, dkim=True)
     values = dict(tags)
     version = values.get("v")
     if version is not None and (tags[0][0] != "v" or version != "DKIM1"):
-        problems.append(f"{where}: v= must be the first tag and exactly DKIM1, seen v={version!r}")
+        seen = f"v={version!r}" + ("" if tags[0][0] == "v" else f" after {tags[0][0]}=")
+        problems.append(
+            f"{where}: v= must be the first tag and exactly DKIM1, seen {seen} (RFC 6376 §3.6.1); "
+            "put v=DKIM1 first or drop it"
+        )
     key_type = values.get("k", "rsa")
     if key_type not in ("rsa", "ed25519"):
-        problems.append(f"{where}: k={values['k']!r} is not a known key type (rsa, ed25519)")
+        problems.append(f"{where}: k={values['k']!r} is not a known key type (rsa, ed25519; RFC 6376 §3.6.1, RFC 8463)")
+    problems += _dkim_lists(values, where)
+    flags = tuple(f.strip().lower() for f in values.get("t", "").split(":") if f.strip())
     key = compact(values.get("p", ""))
+    bits: int | None = None
+    notes: list[str] = []
     if "p" not in values:
         problems.append(f"{where}: no p= tag; the key record is malformed (RFC 6376 §3.6.1 requires p=)")
     elif not key:
         problems.append(f"{where}: the key is revoked (empty p=); publish the current public key")
     elif not _is_base64(key):
         problems.append(f"{where}: p= is not valid base64 ({show(key, 60)})")
+    elif key_type in ("rsa", "ed25519"):
+        bits, problem = key_size(key_type, key)
+        if problem:
+            problems.append(f"{where}: {problem}")
+        elif key_type == "rsa" and bits is not None and bits < RSA_MIN_BITS:
+            problems.append(
+                f"{where}: the RSA key has {bits} bits; RFC 8301 §3.2 forbids verifiers to accept keys under "
+                f"{RSA_MIN_BITS} bits, so receivers treat the mail as unsigned: issue a new key (rotate DKIM)"
+            )
+        elif key_type == "rsa" and bits is not None and bits < RSA_GOOD_BITS:
+            notes.append(f"RSA key of {bits} bits: accepted, under the {RSA_GOOD_BITS} bits RFC 8301 §3.2 recommends")
     return DkimRecord(
         name=name,
         text=text,
@@ -354,7 +396,77 @@ def parse_dkim(text: str, name: str = "") -> DkimRecord:
         public_key=key,
         revoked="p" in values and not key,
         problems=tuple(problems),
+        key_bits=bits,
+        flags=flags,
+        notes=tuple(notes),
     )
+
+
+def selector_problem(selector: str) -> str | None:
+    """Why `selector` is not a DKIM selector (RFC 6376 §3.1: dot-separated sub-domains, so
+    `20150316104110.pm` is one); None when it is."""
+    labels = selector.split(".")
+    if not selector or len(selector) > 200 or not all(_SELECTOR_LABEL.fullmatch(label) for label in labels):
+        return (
+            f"selector {selector!r} is not a DKIM selector: labels of letters, digits and inner hyphens separated "
+            "by dots, like 20260526234343pm or 20150316104110.pm (RFC 6376 §3.1)"
+        )
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def key_size(key_type: str, key: str) -> tuple[int | None, str | None]:
+    """The size in bits of a base64 DKIM public key, or why it does not decode as `key_type`."""
+    raw = b64decode(key)
+    if key_type == "ed25519":
+        # RFC 8463 §4.2: p= is the base64 of the raw 32-byte Ed25519 public key, not a DER structure
+        if len(raw) != 32:
+            return None, f"k=ed25519 needs p= to be 32 raw bytes (RFC 8463 §4.2), seen {len(raw)} bytes"
+        return 256, None
+    # imported here: only a run that judges a key pays for loading the library
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    try:
+        public = serialization.load_der_public_key(raw)  # SubjectPublicKeyInfo, what every signer publishes
+    except ValueError:
+        try:  # RFC 6376 §3.6.1 also names the bare RSAPublicKey (PKCS#1), which verifiers accept
+            pem = b"-----BEGIN RSA PUBLIC KEY-----\n" + b64encode(raw) + b"\n-----END RSA PUBLIC KEY-----\n"
+            public = serialization.load_pem_public_key(pem)
+        except ValueError:
+            return None, f"p= does not decode as an RSA public key (DER SubjectPublicKeyInfo) ({show(key, 60)})"
+    if not isinstance(public, rsa.RSAPublicKey):
+        return None, f"p= holds a {type(public).__name__.removeprefix('_')} key, not the RSA key k=rsa says"
+    return public.key_size, None
+
+
+def _dkim_lists(values: dict[str, str], where: str) -> list[str]:
+    """h=, s= and t= of a key record (RFC 6376 §3.6.1): colon lists that must still let email be verified."""
+    problems: list[str] = []
+    lists = {tag: [v.strip() for v in values[tag].split(":")] for tag in ("h", "s", "t") if tag in values}
+    for tag, pattern in (("h", _DKIM_TOKEN), ("s", _DKIM_SERVICE), ("t", _DKIM_TOKEN)):
+        bad = [v for v in lists.get(tag, []) if not pattern.fullmatch(v)]
+        if bad:
+            problems.append(f"{where}: {tag}={values[tag]!r} is not a colon-separated list of tokens (RFC 6376 §3.6.1)")
+            lists.pop(tag)
+    hashes = [h.lower() for h in lists.get("h", [])]
+    if hashes and "sha256" not in hashes:
+        problems.append(
+            f"{where}: h={values['h']} allows no sha256; RFC 8301 §3.1 forbids verifiers to accept rsa-sha1, so no "
+            "signature can pass: add sha256 (h=sha256) or drop h="
+        )
+    services = [v.lower() for v in lists.get("s", [])]
+    if services and not {"*", "email"} & set(services):
+        problems.append(
+            f"{where}: s={values['s']} does not include email or *, so the key may not be used for mail "
+            "(RFC 6376 §3.6.1): drop s= or write s=email"
+        )
+    if "y" in (f.lower() for f in lists.get("t", [])):
+        problems.append(
+            f"{where}: t=y marks the domain as testing DKIM; receivers treat its mail as unsigned "
+            "(RFC 6376 §3.6.1): remove the y flag"
+        )
+    return problems
 
 
 def _split(values: Sequence[bytes], matches: Callable[[str], bool]) -> tuple[list[str], list[int], list[str]]:

@@ -7,6 +7,8 @@ stack, delegation), with Postmark already verified, reusing one synth per partit
 
 from __future__ import annotations
 
+import base64
+import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,10 +49,22 @@ class Scenarios:
         """Back to a fresh world: nothing deployed, no faults, the infra repo as committed at start."""
         self.world.reset()
 
-    def seed(self, partition: str, *, defects: tuple[str, ...] | list[str] = (), verified: bool = True) -> Seeded:
+    def seed(
+        self,
+        partition: str,
+        *,
+        defects: tuple[str, ...] | list[str] = (),
+        verified: bool = True,
+        variations: tuple[str, ...] | list[str] = (),
+    ) -> Seeded:
+        """Deploy `partition` healthy, then apply `variations` (other healthy shapes receivers accept, see
+        VARIATIONS) and break it with `defects` (see DEFECTS)."""
         unknown = [d for d in defects if d not in DEFECTS]
         if unknown:
             raise ValueError(f"unknown defect {', '.join(unknown)}; known: {', '.join(sorted(DEFECTS))}")
+        unknown = [v for v in variations if v not in VARIATIONS]
+        if unknown:
+            raise ValueError(f"unknown variation {', '.join(unknown)}; known: {', '.join(sorted(VARIATIONS))}")
         world = self.world
         target = world.config.targets[partition]
         dkim = self._postmark(target, verified)
@@ -70,6 +84,8 @@ class Scenarios:
             target.zone,
         )
         seeded = Seeded(target, dkim, zone_id, template)
+        for name in variations:
+            VARIATIONS[name](self, seeded)
         for name in defects:
             DEFECTS[name](self, seeded)
         return seeded
@@ -205,6 +221,43 @@ def _one_char(key: str) -> str:
     return key[:index] + ("A" if key[index] != "A" else "B") + key[index + 1 :]
 
 
+def _rsa_key(bits: int) -> str:
+    """A base64 DER (SubjectPublicKeyInfo) RSA public key of `bits` bits, as a DKIM p= holds it. Under 1024
+    bits `cryptography` generates no key pair, and a public modulus of that size is all DNS carries."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if bits < 1024:
+        public = rsa.RSAPublicNumbers(65537, (1 << (bits - 1)) | secrets.randbits(bits - 1) | 1).public_key()
+    else:
+        public = rsa.generate_private_key(public_exponent=65537, key_size=bits).public_key()
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode()
+
+
+def _dkim_text(scenarios: Scenarios, seeded: Seeded, text: str) -> None:
+    """Publish `text` (`{key}` standing for the partition's key) as the DKIM record; Postmark and the context
+    keep the key, so only what DNS serves changes."""
+    host = seeded.target.dkim_host(seeded.dkim.selector)
+    _records(scenarios, seeded, [("UPSERT", host, "TXT", [_txt(text.format(key=seeded.dkim.public_key))])])
+
+
+def _rekey(scenarios: Scenarios, seeded: Seeded, *, selector: str | None = None, key: str | None = None) -> None:
+    """Give the partition another DKIM selector or key everywhere at once, as a deploy after Postmark issued
+    them would: Postmark's DKIMHost/DKIMTextValue, cdk.context.json and the TXT record (the old name removed)."""
+    target, old = seeded.target, seeded.dkim
+    new = DkimEntry(selector or old.selector, key or old.public_key, old.return_path_target)
+    host, text = target.dkim_host(new.selector), f"k=rsa; p={new.public_key}"
+    scenarios.world.postmark.set_domain(
+        target.postmark_account, target.zone, DKIMHost=host, DKIMTextValue=text, DKIMVerified=True
+    )
+    write_context(Path(scenarios.world.info.infra_repo), target.context_key, new)
+    if new.selector != old.selector:
+        _records(scenarios, seeded, [("DELETE", target.dkim_host(old.selector), "TXT", [])])
+    _records(scenarios, seeded, [("UPSERT", host, "TXT", [_txt(text)])])
+    seeded.dkim = new
+
+
 TEMPLATE_DEFECTS: dict[str, Callable[[dict[str, Any], Target], dict[str, Any]]] = {
     "missing-export": _without_export,
     "foreign-arn": _foreign_arn,
@@ -280,6 +333,25 @@ DEFECTS: dict[str, Callable[[Scenarios, Seeded], None]] = {
     ),
     "postmark-stuck": lambda s, d: s.world.postmark.stuck(d.target.postmark_account, d.target.zone),
     "postmark-401": lambda s, d: s.world.postmark.inject(PostmarkFault(401)),
+    # RFC 8301 §3.2: verifiers reject RSA keys under 1024 bits (Postmark, the context and DNS agree on it)
+    "dkim-weak-key": lambda s, d: _rekey(s, d, key=_rsa_key(512)),
+    # RFC 6376 §3.6.1: t=y, testing: receivers treat the mail as unsigned
+    "dkim-testing": lambda s, d: _dkim_text(s, d, "v=DKIM1; k=rsa; t=y; p={key}"),
+    "dkim-version-not-first": lambda s, d: _dkim_text(s, d, "k=rsa; v=DKIM1; p={key}"),
+    # RFC 8301 §3.1: rsa-sha1 is not accepted, so a key limited to sha1 verifies nothing
+    "dkim-sha1-only": lambda s, d: _dkim_text(s, d, "v=DKIM1; h=sha1; k=rsa; p={key}"),
+    # s=tlsrpt (RFC 8460 §3) limits the key to TLS reports: not for mail
+    "dkim-not-for-email": lambda s, d: _dkim_text(s, d, "v=DKIM1; k=rsa; s=tlsrpt; p={key}"),
+    "dkim-unknown-key-type": lambda s, d: _dkim_text(s, d, "v=DKIM1; k=dsa; p={key}"),
+}
+
+# Healthy shapes receivers accept: each must leave every check green.
+VARIATIONS: dict[str, Callable[[Scenarios, Seeded], None]] = {
+    # selectors of Postmark's older form hold a dot (DESIGN.md; RFC 6376 §3.1 allows dotted selectors)
+    "dkim-dotted-selector": lambda s, d: _rekey(s, d, selector="20150316104110.pm"),
+    "dkim-no-spaces": lambda s, d: _dkim_text(s, d, "v=DKIM1;k=rsa;p={key}"),
+    # Postmark issues 1024-bit RSA keys: accepted (RFC 8301 §3.2), recorded as evidence
+    "dkim-1024-bit": lambda s, d: _rekey(s, d, key=_rsa_key(1024)),
 }
 
 

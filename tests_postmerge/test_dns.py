@@ -199,11 +199,18 @@ def test_dkim(
 ) -> None:
     context = observed.context
     assert context is not None, observed.context_problem
+    selector_problem = mailauth.selector_problem(context.selector)
+    assert selector_problem is None, (
+        f"cdk.context.json {partition.context_key}.dkimSelector: {selector_problem}; rerun the deploy's pre-deploy "
+        "step so it writes the selector Postmark issued (DKIMHost before ._domainkey.)"
+    )
     host = partition.dkim_host(context.selector)
     domain = observed.postmark.domain if observed.postmark else None
     evidence.add(
         f"cdk.context.json {partition.context_key}", [f"selector {context.selector}", f"key {context.public_key}"]
     )
+
+    judged: list[mailauth.DkimRecord] = []  # the record of the last look, for the evidence
 
     def judge(zone: probe.ZoneObservation) -> list[str]:
         agreement = _content(zone, host, "TXT")
@@ -212,6 +219,7 @@ def test_dkim(
         if not agreement.txt:
             return [f"no TXT record at {host} ({agreement.rcode})"]
         record = mailauth.read_dkim(host, agreement.txt)
+        judged[:] = [record] if record.text is not None else []
         if record.revoked:
             return [f"the DKIM key at {host} is revoked (empty p=)"]
         problems = list(record.problems)
@@ -232,10 +240,13 @@ def test_dkim(
     if domain is None:
         evidence.add("Postmark DKIM", "not compared: Postmark was not observed (see test_postmark_verified)")
     problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(host, "TXT")], judge)
+    for key in judged:
+        evidence.add(f"DKIM key at {host}", [key.key_summary, *key.notes, *(f"t={f}" for f in key.flags)])
     assert not problems, _fail_text(
         f"DKIM of {partition.zone} (selector {context.selector}) is wrong",
         problems,
-        "publish the key Postmark issued (cdk.context.json) at the selector host, joined strings exactly as issued",
+        "publish the key Postmark issued (cdk.context.json) at the selector host, joined strings exactly as issued, "
+        "with only the tags receivers accept (v=DKIM1 first if present, k=rsa, no t=y)",
         silent,
     )
 

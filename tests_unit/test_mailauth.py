@@ -6,7 +6,7 @@ import base64
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +22,7 @@ from probes.mailauth import (
     read_spf,
     select_dmarc,
     select_spf,
+    selector_problem,
 )
 
 ZONE = "dev.ardamails.com"
@@ -296,24 +297,97 @@ def test_dkim_empty_key_is_revoked_and_missing_key_is_malformed() -> None:
     _one(parse_dkim("k=rsa; P=MIGf").problems, "no p= tag")  # tag names are case-sensitive
 
 
+def _rsa_b64(bits: int) -> str:
+    if bits < 1024:  # no key pair that small is generated; a public modulus of that size is all DNS holds
+        public = rsa.RSAPublicNumbers(65537, (1 << (bits - 1)) | 0x1F3 | (1 << (bits // 2))).public_key()
+    else:
+        public = rsa.generate_private_key(public_exponent=65537, key_size=bits).public_key()
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode()
+
+
+KEY_1024 = _rsa_b64(1024)
+
+
 @pytest.mark.parametrize(
     ("record", "fragment"),
     [
-        ("k=rsa; p=MIGf; k=rsa", "tag k= appears more than once"),
-        ("k=dsa; p=MIGf", "k='dsa' is not a known key type"),
-        ("k=rsa; v=DKIM1; p=MIGf", "v= must be the first tag"),
-        ("v=DKIM2; p=MIGf", "exactly DKIM1, seen v='DKIM2'"),
+        ("k=rsa; p=KEY; k=rsa", "tag k= appears more than once"),
+        ("k=dsa; p=KEY", "k='dsa' is not a known key type"),
+        ("k=rsa; v=DKIM1; p=KEY", "v= must be the first tag and exactly DKIM1, seen v='DKIM1' after k="),
+        ("v=DKIM2; p=KEY", "exactly DKIM1, seen v='DKIM2'"),
         ("p=MIG*", "p= is not valid base64"),
         ("p=MIGfM", "p= is not valid base64"),
-        ("k rsa; p=MIGf", "'k rsa' is not a tag=value pair"),
+        ("p=MIGf", "p= does not decode as an RSA public key"),
+        ("k rsa; p=KEY", "'k rsa' is not a tag=value pair"),
+        ("v=DKIM1; t=y; p=KEY", "t=y marks the domain as testing DKIM; receivers treat its mail as unsigned"),
+        ("v=DKIM1; t=s:Y; p=KEY", "t=y marks the domain as testing"),
+        ("v=DKIM1; h=sha1; p=KEY", "h=sha1 allows no sha256; RFC 8301 §3.1"),
+        ("v=DKIM1; h=sha-256; p=KEY", "h='sha-256' is not a colon-separated list of tokens"),
+        ("v=DKIM1; s=tlsrpt; p=KEY", "s=tlsrpt does not include email or *"),
+        ("v=DKIM1; s=email:; p=KEY", "s='email:' is not a colon-separated list"),
+        ("v=DKIM1; k=ed25519; p=KEY", "k=ed25519 needs p= to be 32 raw bytes (RFC 8463 §4.2), seen 162 bytes"),
     ],
 )
 def test_dkim_malformed_record_is_named(record: str, fragment: str) -> None:
-    _one(parse_dkim(record, SELECTOR).problems, f"DKIM at {SELECTOR}: ", fragment)
+    _one(parse_dkim(record.replace("KEY", KEY_1024), SELECTOR).problems, f"DKIM at {SELECTOR}: ", fragment)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "v=DKIM1;k=rsa;p=KEY",
+        "p=KEY",
+        "v=DKIM1; h=sha1:sha256; s=email:*; t=s; k=rsa; n=note; p=KEY",
+        "v=DKIM1; h=sha256:future1; s=email:future; p=KEY",  # unknown tokens are ignored (RFC 6376 §3.6.1)
+    ],
+)
+def test_dkim_records_receivers_accept_have_no_problem(record: str) -> None:
+    dkim = parse_dkim(record.replace("KEY", KEY_1024), SELECTOR)
+    assert dkim.problems == (), dkim.problems
+    assert (dkim.key_bits, dkim.key_summary) == (1024, "RSA 1024 bits")
+
+
+def test_dkim_rsa_key_size_rules_of_rfc_8301() -> None:
+    weak = parse_dkim(f"v=DKIM1; k=rsa; p={_rsa_b64(512)}", SELECTOR)
+    _one(weak.problems, "the RSA key has 512 bits; RFC 8301 §3.2 forbids", "issue a new key")
+    assert weak.key_bits == 512
+    accepted = parse_dkim(f"v=DKIM1; k=rsa; p={KEY_1024}", SELECTOR)
+    assert accepted.problems == ()
+    assert accepted.notes == ("RSA key of 1024 bits: accepted, under the 2048 bits RFC 8301 §3.2 recommends",)
+    strong = parse_dkim(f"v=DKIM1; k=rsa; p={_rsa_b64(2048)}", SELECTOR)
+    assert (strong.problems, strong.notes, strong.key_bits) == ((), (), 2048)
+
+
+def test_dkim_pkcs1_rsa_key_and_ed25519_raw_key_decode() -> None:
+    public = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
+    pkcs1 = base64.b64encode(public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1))
+    assert parse_dkim(f"k=rsa; p={pkcs1.decode()}").key_bits == 1024
+    raw = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    edkey = base64.b64encode(raw).decode()
+    ed = parse_dkim(f"v=DKIM1; k=ed25519; p={edkey}", SELECTOR)
+    assert (ed.problems, ed.key_summary) == ((), "Ed25519")
+    _one(parse_dkim(f"k=rsa; p={edkey}").problems, "p= does not decode as an RSA public key")
+
+
+@pytest.mark.parametrize("selector", ["20260526234343pm", "20150316104110.pm", "s1", "a-b.c_d.e", "PM"])
+def test_dkim_selectors_of_any_legal_form_are_accepted(selector: str) -> None:
+    assert selector_problem(selector) is None
+
+
+@pytest.mark.parametrize("selector", ["", "a..b", ".pm", "pm.", "-pm", "pm-", "a b", "p/m", "x" * 64])
+def test_dkim_selector_that_is_no_dns_name_is_named(selector: str) -> None:
+    problem = selector_problem(selector)
+    assert problem is not None, f"{selector!r} was taken for a selector"
+    assert f"selector {selector!r} is not a DKIM selector" in problem, problem
 
 
 def test_dkim_selector_holds_one_record() -> None:
-    dkim = read_dkim(SELECTOR, [b"k=rsa; p=MIGf", b"k=rsa; p=AAAA"])
+    dkim = read_dkim(SELECTOR, [b"k=rsa; p=MIGf", b"k=rsa; p=AAAA"])  # two records: no key is judged
     assert dkim.text is None
     _one(dkim.problems, "2 TXT values at", "keep one")
     _one(read_dkim(SELECTOR, []).problems, f"no DKIM key at {SELECTOR}")

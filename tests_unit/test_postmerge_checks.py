@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from xml.etree import ElementTree
+
 import pytest
 
+from sandbox.scenarios import VARIATIONS
 from sandbox.suite import POSTMERGE_CHECKS, suite_args
 
 
@@ -30,6 +33,12 @@ DEFECTS = [
     ("cname-target", "test_return_path", "points at bounces.example.net., expected pm.mtasv.net."),
     ("postmark-stuck", "test_postmark_verified", "DKIM NOT verified, Return-Path NOT verified"),
     ("postmark-401", "test_postmark_verified", "401"),
+    ("dkim-weak-key", "test_dkim", "the RSA key has 512 bits; RFC 8301 §3.2 forbids verifiers to accept keys under"),
+    ("dkim-testing", "test_dkim", "t=y marks the domain as testing DKIM; receivers treat its mail as unsigned"),
+    ("dkim-version-not-first", "test_dkim", "v= must be the first tag and exactly DKIM1, seen v='DKIM1' after k="),
+    ("dkim-sha1-only", "test_dkim", "h=sha1 allows no sha256; RFC 8301 §3.1 forbids verifiers to accept rsa-sha1"),
+    ("dkim-not-for-email", "test_dkim", "s=tlsrpt does not include email or *, so the key may not be used for mail"),
+    ("dkim-unknown-key-type", "test_dkim", "k='dsa' is not a known key type"),
 ]
 
 
@@ -38,7 +47,14 @@ def test_defect_fails_exactly_its_check(scenarios, mailgate, defect: str, check:
     scenarios.seed("dev", defects=[defect], verified=defect != "postmark-stuck")
     run = mailgate("-m", "postmerge", "--partition", "dev", "--postmark-wait", "1")
     assert run.failed() == {f"{check}[dev]"}, run.messages
-    assert message in run.messages[f"{check}[dev]"]
+    assert message in run.messages[f"{check}[dev]"], run.messages[f"{check}[dev]"]
+
+
+@pytest.mark.parametrize("variation", sorted(VARIATIONS))
+def test_healthy_variation_passes_every_check(scenarios, mailgate, variation: str) -> None:
+    scenarios.seed("dev", variations=[variation])
+    run = mailgate("-m", "postmerge", "--partition", "dev", "--postmark-wait", "1")
+    assert run.outcomes == {f"{check}[dev]": "passed" for check in POSTMERGE_CHECKS}, run.messages
 
 
 def test_unverified_postmark_turns_verified_within_the_wait(scenarios, mailgate) -> None:
@@ -97,6 +113,47 @@ def test_four_partitions_under_xdist_match_the_single_process_verdicts(
     actions = [c.action or f"{c.method} {c.path.split('/')[2]}" for c in scenarios.world.aws.calls]
     assert actions.count("AssumeRole") == 2, f"expected one role per profile (two profiles), saw {actions}"
     assert (actions.count("DescribeStacks"), actions.count("GET hostedzone")) == (4, 4), actions
+
+
+# Mail-authentication rules under -n 4: each partition carries at most one defect per check (so each failure
+# is still that defect's) and every healthy variation rides along on some partition.
+XDIST_ROUNDS: list[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = [
+    {
+        "dev": (("dkim-weak-key",), ("dkim-no-spaces",)),
+        "stage": (("dkim-testing",), ("dkim-dotted-selector",)),
+        "demo": (("dkim-version-not-first",), ()),
+        "prod": ((), ("dkim-1024-bit",)),
+    },
+    {
+        "dev": (("dkim-sha1-only",), ()),
+        "stage": (("dkim-not-for-email",), ()),
+        "demo": (("dkim-unknown-key-type",), ()),
+        "prod": ((), ()),
+    },
+]
+
+
+@pytest.mark.parametrize("plan", XDIST_ROUNDS, ids=[f"round{i}" for i in range(len(XDIST_ROUNDS))])
+def test_mail_authentication_defects_under_xdist_fail_exactly_their_checks(
+    scenarios, pytester: pytest.Pytester, tmp_path, plan: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
+) -> None:
+    owner = {defect: (check, message) for defect, check, message in DEFECTS}
+    for name, (defects, variations) in plan.items():
+        scenarios.seed(name, defects=defects, variations=variations)
+    junit = tmp_path / "junit.xml"
+    args = ("-n", "4", "-m", "postmerge", "--postmark-wait", "1", f"--junitxml={junit}")
+    pytester.runpytest_subprocess(
+        *suite_args(*args, partitions_file=scenarios.world.info.partitions_file, reports_dir=tmp_path / "reports")
+    )
+    failures = {
+        str(case.get("name")): f"{bad.get('message', '')}\n{bad.text or ''}"
+        for case in ElementTree.parse(junit).iter("testcase")
+        for bad in [*case.iter("failure"), *case.iter("error")]
+    }
+    expected = {f"{owner[d][0]}[{name}]": owner[d][1] for name, (defects, _) in plan.items() for d in defects}
+    assert set(failures) == set(expected), failures
+    for test, message in expected.items():
+        assert message in failures[test], f"{test}: expected {message!r} in\n{failures[test]}"
 
 
 def test_public_resolver_disagreement_is_advisory_unless_strict(scenarios, mailgate) -> None:

@@ -112,4 +112,17 @@ describe("records", () => {
     assert.throws(() => parseContextEntry("k", "text"), /k must be an object/);
     assert.equal(parseContextEntry("k", { ...ENTRY, returnPathTarget: undefined })?.returnPathTarget, "pm.mtasv.net");
   });
+
+  test("dotted selectors are selectors; labels that are no DNS labels are not", () => {
+    assert.equal(
+      parseContextEntry("k", { ...ENTRY, dkimSelector: "20150316104110.pm" })?.dkimSelector,
+      "20150316104110.pm",
+    );
+    for (const bad of ["a..b", ".pm", "pm.", "-pm", "p m"]) {
+      assert.throws(
+        () => parseContextEntry("k", { ...ENTRY, dkimSelector: bad }),
+        /k\.dkimSelector must be a DKIM selector/,
+      );
+    }
+  });
 });

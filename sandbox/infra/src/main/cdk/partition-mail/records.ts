@@ -60,7 +60,12 @@ export function parseContextEntry(key: string, raw: unknown): PartitionMailConte
     return value;
   };
   return {
-    dkimSelector: field("dkimSelector", /^[A-Za-z0-9_-]{1,63}$/, "a DNS label like 20260526234343pm"),
+    // RFC 6376 §3.1: a selector is one or more dot-separated labels; Postmark's older selectors hold a dot
+    dkimSelector: field(
+      "dkimSelector",
+      /^(?=.{1,200}$)[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*$/,
+      "a DKIM selector like 20260526234343pm or 20150316104110.pm",
+    ),
     dkimPublicKey: field("dkimPublicKey", /^[A-Za-z0-9+/]+={0,2}$/, "the base64 RSA public key without spaces"),
     returnPathTarget: field(
       "returnPathTarget",
