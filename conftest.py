@@ -8,5 +8,6 @@ pytest_plugins = [
     "plugins.observations",
     "plugins.deploy",
     "plugins.signoff",
+    "plugins.waivers",
     "pytester",
 ]

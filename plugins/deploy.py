@@ -21,12 +21,14 @@ import pytest
 from plugins.observations import observer
 from plugins.partitions import item_partition, run_dir, selection, ungrouped
 from plugins.report import reports_dir
+from plugins.waivers import applying, waiver_of
 from probes import aws, shell
 from probes.cdk import CdkError, read_context_entry
 from probes.config import Target
 from probes.secrets import CredentialError
 
 GATE_WAIT = 3600.0  # seconds to wait for partition-independent checks running on another xdist worker
+CLEARED = frozenset({"passed", "waived"})  # a waived failure is accepted, on the record: it does not block
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,8 @@ class Gate:
         if report.failed:
             self._state[nodeid] = "failed"
         elif report.skipped and self._state.get(nodeid) != "failed":
-            self._state[nodeid] = "skipped"
+            waiver = waiver_of(report) if hasattr(report, "wasxfail") else None
+            self._state[nodeid] = "waived" if waiver and waiver["state"] == "waived" else "skipped"
         elif report.when == "call":
             self._state.setdefault(nodeid, "passed")
         if report.when != "teardown":
@@ -107,7 +110,7 @@ class Gate:
         return [
             f"preflight check {_name(n)} {outcomes.get(n, 'did not finish')}"
             for n in wanted
-            if outcomes.get(n) != "passed"
+            if outcomes.get(n) not in CLEARED
         ]
 
     def _wait_for(self, wanted: list[str]) -> dict[str, str]:
@@ -253,15 +256,27 @@ def _landed(infra_repo: Path, target: Target) -> str | None:
 
 
 def _confirm(config: pytest.Config, target: Target) -> str | None:
-    """`--confirm-production NAME`, or the partition's name typed at a prompt on a real terminal."""
+    """`--confirm-production NAME`, or the partition's name typed at a prompt on a real terminal; either way the
+    operator is shown the waivers that apply to the partition, so what is accepted is confirmed with it."""
+    waived = [f"  {w.describe()} [{w.where}]" for w in applying(config, target.partition)]
+    accepted = (
+        [f"waivers that apply to {target.partition} ({len(waived)}):", *waived]
+        if waived
+        else [f"no waiver applies to {target.partition}"]
+    )
     if target.partition in config.getoption("confirm_production"):
+        for line in accepted:
+            _say(config, f"[{target.partition}] {line}")
         return "--confirm-production"
     interactive = sys.stdin is not None and sys.stdin.isatty() and not os.environ.get("CI")
     if not interactive or hasattr(config, "workerinput"):
         return None
     capture = config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
-        typed = input(f"\nDeploy production partition {target.partition}? Type its name to confirm: ").strip()
+        prompt = "\n".join(
+            ["", *accepted, f"Deploy production partition {target.partition}? Type its name to confirm: "]
+        )
+        typed = input(prompt).strip()
     return "prompt" if typed == target.partition else None
 
 

@@ -31,13 +31,16 @@ from plugins.signoff_log import (
     HEADER,
     NOT_DONE,
     PASSED,
+    WAIVED,
     LogResult,
     RowUpdate,
     cell_text,
+    cleared,
     render_table,
     update_file,
     write_atomic,
 )
+from plugins.waivers import describe, notes, waiver_of
 from probes.secrets import redact
 
 PHASE_COLUMN = {"preflight": "Pre-flight", "postmerge": "Verified"}
@@ -77,11 +80,17 @@ class Result:
     message: str | None = None
     evidence: list[str] = field(default_factory=list)
     tables: list[dict[str, Any]] = field(default_factory=list)
+    waiver: dict[str, Any] | None = None  # the waiver the check was judged against (plugins.waivers)
+
+    @property
+    def waived(self) -> bool:
+        return self.outcome == "xfailed" and self.waiver is not None and self.waiver["state"] == "waived"
 
     def absorb(self, report: pytest.TestReport) -> None:
         self.duration += report.duration
         self.evidence = evidence_of(report) or self.evidence
         self.tables = tables_of(report) or self.tables
+        self.waiver = waiver_of(report) or self.waiver
         xfail = hasattr(report, "wasxfail")
         if report.failed:
             failed = "failed" if report.when == "call" else "error"
@@ -113,17 +122,18 @@ def phase_cell(date: str, results: Sequence[Result], why_not_run: str) -> str | 
     failed = [r for r in results if r.outcome in FAILED_OUTCOMES]
     if failed:
         return f"❌ {date} {len(failed)} failed: {_names(failed)}"
+    waived = "; ".join(dict.fromkeys(f"waived: {describe(r.waiver)}" for r in results if r.waived and r.waiver))
     groups: dict[str, list[Result]] = {}
     for result in results:
-        if result.outcome not in PASSED_OUTCOMES:
+        if result.outcome not in PASSED_OUTCOMES and not result.waived:
             groups.setdefault(result.outcome, []).append(result)
     if not groups:
-        return f"{PASSED} {date}"
+        return f"{WAIVED} {date} {waived}" if waived else f"{PASSED} {date}"
     parts = []
     for outcome, members in groups.items():
         reason = why_not_run if outcome == "not run" else members[0].message
         parts.append(f"{len(members)} {outcome}: {_names(members)}" + (f" ({_short(reason)})" if reason else ""))
-    return f"🟡 {date} " + "; ".join(parts)
+    return f"🟡 {date} " + "; ".join([*parts, *([waived] if waived else [])])
 
 
 def deploy_cell(date: str, deploy: Mapping[str, Any]) -> str:
@@ -163,7 +173,7 @@ class Row:
 
     def signoff(self) -> str:
         """The run's date when this run made Pre-flight, Deploy and Verified all ✅."""
-        return self.date if all(self.cells.get(c, "").startswith(PASSED) for c in HEADER[3:6]) else NOT_DONE
+        return self.date if all(cleared(self.cells.get(c, "")) for c in HEADER[3:6]) else NOT_DONE
 
     def table_cells(self) -> list[str]:
         phases = [self.cells.get(column, NOT_DONE) for column in HEADER[3:6]]
@@ -245,6 +255,7 @@ class Recorder:
             self.summary.append(f"sign-off: {folder / 'signoff.md'}, {folder / 'signoff.json'}")
         if log is not None:
             self.summary.append(log.message)
+        self.summary += notes((r.check.nodeid, r.waiver) for r in self.results.values() if r.waiver)
         if not self.complete:
             self.summary.append("sign-off is INCOMPLETE: the run was interrupted")
 
@@ -384,6 +395,7 @@ def _check_entry(result: Result, evidence_lines: int | None) -> dict[str, Any]:
         "outcome": result.outcome,
         "duration": round(result.duration, 3),
         "message": result.message,
+        "waiver": result.waiver,
         "evidence": evidence,
         "tables": result.tables,
     }

@@ -28,6 +28,7 @@ PHASES: tuple[str, ...] = ("Pre-flight", "Deploy", "Verified")
 SIGNOFF = "Sign-off date"
 NOT_DONE = "—"
 PASSED = "✅"
+WAIVED = "⚠️"  # a failure accepted by a recorded, unexpired waiver: cleared, with the exception written beside it
 _DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 _DELIMITER_CELL = re.compile(r"^\s*:?-+:?\s*$")
 _PIPE = re.compile(r"(?<!\\)\|")
@@ -70,12 +71,18 @@ def render_table(rows: Sequence[Sequence[str]], newline: str = "\n") -> str:
     return "".join(line + newline for line in lines)
 
 
+def cleared(cell: str) -> bool:
+    """A phase cell that clears its gate: ✅, or ⚠️ (passed but for failures a recorded waiver accepts)."""
+    return cell.startswith((PASSED, WAIVED))
+
+
 def signoff_cell(phases: Mapping[str, str], date: str) -> str:
-    """The Sign-off date: once Pre-flight, Deploy and Verified are all ✅, the date of the Verified cell (else —).
+    """The Sign-off date: once Pre-flight, Deploy and Verified are all cleared (✅, or ⚠️ waived), the date of the
+    Verified cell (else —).
 
     Verification is what signs a partition off: a later pre-flight leaves the date, a later verification moves it.
     """
-    if not all(phases.get(phase, "").startswith(PASSED) for phase in PHASES):
+    if not all(cleared(phases.get(phase, "")) for phase in PHASES):
         return NOT_DONE
     verified = _DATE.search(phases["Verified"])
     return verified.group(0) if verified else date

@@ -345,7 +345,7 @@ def load(path: Path) -> Config:
         raise ConfigError(f"{path}: cannot read the partitions file: {exc.strerror}") from None
     if len(raw) > MAX_FILE_BYTES:
         raise ConfigError(f"{path}: {len(raw)} bytes is more than a partitions file may have ({MAX_FILE_BYTES})")
-    data, lines = _parse_yaml(path, raw)
+    data, lines = parse_yaml(path, raw)
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: expected a mapping with domain, infrastructures, partitions, …; got {type(data).__name__}"
@@ -382,22 +382,33 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys (YAML allows them silently)."""
 
 
-def _parse_yaml(path: Path, raw: bytes) -> tuple[Any, dict[tuple[str, ...], int]]:
+def parse_yaml(
+    path: Path,
+    raw: bytes,
+    *,
+    loader: type[yaml.SafeLoader] | None = None,
+    what: str = "domain, infrastructures and partitions",
+) -> tuple[Any, dict[tuple[str, ...], int]]:
+    """Parse YAML safely within size/depth/node limits: (data, the line of every key path); errors are ConfigError
+    lines. An empty document is an error naming `what` it needs, unless `what` is empty (then: None)."""
+    loader = loader or _LineLoader
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     try:
         _check_depth(path, text)
-        node = yaml.compose(text, Loader=_LineLoader)
+        node = yaml.compose(text, Loader=loader)
     except yaml.YAMLError as exc:
         raise _yaml_error(path, text, exc) from None
     if node is None:
-        raise ConfigError(f"{path}: the file is empty; it needs domain, infrastructures and partitions")
+        if not what:
+            return None, {}
+        raise ConfigError(f"{path}: the file is empty; it needs {what}")
     lines: dict[tuple[str, ...], int] = {}
     _walk(path, node, (), lines, [0])
     try:
-        data = _LineLoader(text).construct_document(node)
+        data = loader(text).construct_document(node)
     except yaml.YAMLError as exc:
         raise _yaml_error(path, text, exc) from None
     return data, lines
