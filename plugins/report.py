@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from plugins import verdict
 from plugins.partitions import item_partition
 from probes import dns
 from probes.secrets import known_secrets, redact
@@ -133,12 +134,14 @@ def tables_of(report: pytest.TestReport) -> list[dict[str, Any]]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    """Tag a check's report with its identity; with secrets known to this process, rebuild it redacted."""
+    """Tag a check's report with its identity, show a verdict as mailgate's message (plugins.verdict); with secrets
+    known to this process, rebuild it redacted."""
     report = yield
     check = check_id(item)
     if check is None:
         return report
     setattr(report, CHECK_ATTR, asdict(check))
+    verdict.clean(item, call, report, evidence_of(report))
     if not known_secrets():
         return report
     hook = item.config.hook

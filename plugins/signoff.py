@@ -40,6 +40,7 @@ from plugins.signoff_log import (
     update_file,
     write_atomic,
 )
+from plugins.verdict import REASON_ATTR, ClosingSection
 from plugins.waivers import describe, notes, waiver_of
 from probes.secrets import redact
 
@@ -105,9 +106,12 @@ class Result:
 
 
 def _message(report: pytest.TestReport) -> str:
-    """The failure's crash line, or a skip's reason, redacted and bounded."""
+    """A verdict's whole reason, else the failure's crash line or a skip's reason; redacted and bounded."""
     longrepr = report.longrepr
-    if isinstance(longrepr, tuple | list) and len(longrepr) == 3:
+    reason = getattr(report, REASON_ATTR, None)
+    if isinstance(reason, str):
+        text = reason
+    elif isinstance(longrepr, tuple | list) and len(longrepr) == 3:
         text = str(longrepr[2]).removeprefix("Skipped: ")
     else:
         crash = getattr(longrepr, "reprcrash", None)
@@ -442,6 +446,10 @@ def pytest_configure(config: pytest.Config) -> None:
         recorder = Recorder(config)
         config.stash[RECORDER] = recorder
         config.pluginmanager.register(recorder, "mailgate-signoff")
+        closing = ClosingSection(
+            lambda: recorder.check_entries(0) if recorder.ran_checks() else [], recorder.partitions
+        )
+        config.pluginmanager.register(closing, "mailgate-verdict")
 
 
 def pytest_deselected(items: Sequence[pytest.Item]) -> None:

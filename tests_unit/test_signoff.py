@@ -246,7 +246,7 @@ def test_json_records_the_run_and_every_check(project: pytest.Pytester) -> None:
     assert failed["phase"] == "preflight"
     assert failed["check"] == "test_synth"
     assert failed["outcome"] == "failed"
-    assert failed["message"].startswith("AssertionError: test_synth[prod]: expected exit 0 with token ****, saw exit 1")
+    assert failed["message"] == "test_synth[prod]: expected exit 0 with token ****, saw exit 1"
     assert failed["evidence"] == ["observed for test_synth[prod]\nX-Postmark-Account-Token: ****\nanswer: ok"]
     assert failed["duration"] >= 0
     build = checks["tests_preflight/test_pre.py::test_build"]
