@@ -19,6 +19,7 @@ from plugins.partitions import SELECTION, Selection, group_of, item_partition, r
 from probes import dns
 from probes.config import Target
 from probes.observe import Credentials, PartitionObservation, Settings, observe_all
+from probes.pacing import ROUTE53_BURST, ROUTE53_RATE, Quota
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,6 +45,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=10.0,
         help="most Postmark requests in any one second, per account (default 10)",
     )
+    # Route 53's published token buckets (probes.pacing): per account, and per operation within it
+    group.addoption(
+        "--route53-burst",
+        metavar="REQUESTS",
+        type=float,
+        default=ROUTE53_BURST,
+        help=f"Route 53 requests at once, per account and operation (default {ROUTE53_BURST:g})",
+    )
+    group.addoption(
+        "--route53-rate",
+        metavar="PER_SECOND",
+        type=float,
+        default=ROUTE53_RATE,
+        help=f"Route 53 requests per second sustained, per account and operation (default {ROUTE53_RATE:g})",
+    )
+
+
+def _quota(config: pytest.Config) -> Quota:
+    try:
+        return Quota(config.getoption("route53_burst"), config.getoption("route53_rate"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--route53-burst/--route53-rate: {exc}") from None
 
 
 class Observer:
@@ -61,6 +84,7 @@ class Observer:
             postmark_wait=config.getoption("postmark_wait"),
             postmark_verify=not config.getoption("no_postmark_verify"),
             postmark_rate=config.getoption("postmark_rate"),
+            route53=_quota(config),
         )
         self.dns_wait: float = config.getoption("dns_wait")
         self.strict_resolvers: bool = config.getoption("strict_resolvers")

@@ -2,13 +2,20 @@
 
 Everything goes through boto3's own resolution (AWS_CONFIG_FILE, a profile's endpoint_url, role_arn,
 SSO) with the profile named explicitly: a derived profile name is never guessed.
+
+Quotas: Route 53 requests are paced per account with the token buckets its Developer Guide publishes
+(probes.pacing), so a run of hundreds of partitions waits for tokens instead of being throttled.
+CloudFormation publishes no number: its clients use botocore's adaptive retry mode, which slows the client
+down once it sees throttling. Every throttled attempt a call saw is counted on its observation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +25,8 @@ import botocore.loaders
 import botocore.session
 from botocore.config import Config as BotoConfig
 
+from probes.pacing import Pacer, Quota
+
 HEALTHY_STACK = ("CREATE_COMPLETE", "UPDATE_COMPLETE")
 _CLIENTS: dict[tuple[str, str, str], Any] = {}
 _SESSIONS: dict[str, boto3.Session] = {}
@@ -25,6 +34,64 @@ _PROFILE_LOCKS: dict[str, threading.Lock] = {}
 _LOCK = threading.Lock()
 # total_max_attempts counts the first request; a Config's max_attempts would count retries only (5 requests)
 _BOTO = BotoConfig(retries={"mode": "standard", "total_max_attempts": 4}, connect_timeout=5, read_timeout=20)
+# adaptive = standard's retries plus a client-side rate that drops when throttled (botocore docs, "Retries")
+_ADAPTIVE = _BOTO.merge(BotoConfig(retries={"mode": "adaptive", "total_max_attempts": 4}))
+_SERVICE_CONFIG = {"cloudformation": _ADAPTIVE}
+THROTTLE_CODES = frozenset(
+    {"Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "PriorRequestNotComplete"}
+)
+_ROUTE53 = Pacer(Quota())
+_LOCAL = threading.local()
+
+
+@dataclass
+class Tally:
+    """What one call met on the way: throttled attempts (retried by botocore) and seconds waited for Route 53
+    tokens."""
+
+    throttled: int = 0
+    paced: float = 0.0
+
+
+def set_route53_quota(quota: Quota) -> None:
+    """Pace Route 53 requests to `quota` per account and per operation (a new quota starts with full buckets)."""
+    _ROUTE53.use(quota)
+
+
+@contextlib.contextmanager
+def _tally() -> Iterator[Tally]:
+    """Count what the AWS calls made in this block, on this thread, met (botocore calls block their thread)."""
+    tally = Tally()
+    _LOCAL.tally = tally
+    try:
+        yield tally
+    finally:
+        _LOCAL.tally = None
+
+
+def _current() -> Tally | None:
+    return getattr(_LOCAL, "tally", None)
+
+
+def _count_throttle(parsed_response: dict[str, Any] | None = None, **_: Any) -> None:
+    code = ((parsed_response or {}).get("Error") or {}).get("Code")
+    tally = _current()
+    if tally is not None and code in THROTTLE_CODES:
+        tally.throttled += 1
+
+
+def _route53_pacing(account: str) -> Any:
+    """A before-send handler: every attempt (retries too) takes a token of the account's bucket and of the
+    operation's bucket in that account before it leaves."""
+
+    def pace(event_name: str = "", **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        waited = _ROUTE53.wait([("route53", account), ("route53", account, operation)])
+        tally = _current()
+        if tally is not None:
+            tally.paced += waited
+
+    return pace
 
 
 @dataclass(frozen=True)
@@ -64,6 +131,7 @@ class Stack:
     last_failure: str | None
     problem: AwsProblem | None
     elapsed: float
+    throttled: int = 0
 
     def exports(self) -> dict[str, str]:
         return {o.export_name: o.value for o in self.outputs if o.export_name}
@@ -76,16 +144,19 @@ class HostedZone:
     name: str | None
     name_servers: tuple[str, ...]
     problem: AwsProblem | None
+    throttled: int = 0
+    paced: float = 0.0
 
 
 def available_profiles() -> list[str]:
     return sorted(boto3.Session().available_profiles)
 
 
-def client(profile: str, service: str, region: str) -> Any:
+def client(profile: str, service: str, region: str, *, account: str | None = None) -> Any:
     """One cached client per profile, service and region. A profile's clients share one session, so its
     credentials (an assumed role) are fetched once, not once per service; clients are thread-safe,
-    sessions are not, so each profile's clients are made under that profile's lock."""
+    sessions are not, so each profile's clients are made under that profile's lock. A Route 53 client paces
+    its requests in the buckets of `account` (the profile's, when not given)."""
     key = (profile, service, region)
     with _LOCK:
         if key in _CLIENTS:
@@ -95,7 +166,10 @@ def client(profile: str, service: str, region: str) -> Any:
         with _LOCK:
             if key in _CLIENTS:
                 return _CLIENTS[key]
-        made = _session(profile).client(service, region_name=region, config=_BOTO)
+        made = _session(profile).client(service, region_name=region, config=_SERVICE_CONFIG.get(service, _BOTO))
+        made.meta.events.register("response-received", _count_throttle)
+        if service == "route53":
+            made.meta.events.register("before-send", _route53_pacing(account or profile))
         with _LOCK:
             _CLIENTS[key] = made
         return made
@@ -136,18 +210,20 @@ def identity(profile: str, region: str) -> Identity:
 
 def stack(profile: str, region: str, name: str) -> Stack:
     started = time.monotonic()
-    try:
-        cfn = client(profile, "cloudformation", region)
-        found = cfn.describe_stacks(StackName=name)["Stacks"][0]
-        status = found["StackStatus"]
-        failure = None if status in HEALTHY_STACK else _last_failure(cfn, name)
-    except Exception as exc:
-        missing = (
-            f"stack {name} does not exist in {region} for profile {profile}: deploy the partition "
-            "(or check the profile's account and the region)"
-        )
-        problem = classify(exc, profile, missing=missing)
-        return Stack(profile, region, name, None, None, (), None, problem, time.monotonic() - started)
+    with _tally() as tally:
+        try:
+            cfn = client(profile, "cloudformation", region)
+            found = cfn.describe_stacks(StackName=name)["Stacks"][0]
+            status = found["StackStatus"]
+            failure = None if status in HEALTHY_STACK else _last_failure(cfn, name)
+        except Exception as exc:
+            missing = (
+                f"stack {name} does not exist in {region} for profile {profile}: deploy the partition "
+                "(or check the profile's account and the region)"
+            )
+            problem = classify(exc, profile, missing=missing)
+            elapsed = time.monotonic() - started
+            return Stack(profile, region, name, None, None, (), None, problem, elapsed, tally.throttled)
     outputs = tuple(
         Output(o["OutputKey"], o.get("OutputValue", ""), o.get("ExportName")) for o in found.get("Outputs", [])
     )
@@ -161,6 +237,7 @@ def stack(profile: str, region: str, name: str) -> Stack:
         failure,
         None,
         time.monotonic() - started,
+        tally.throttled,
     )
 
 
@@ -173,14 +250,16 @@ def _last_failure(cfn: Any, name: str) -> str | None:
     return None
 
 
-def hosted_zone(profile: str, region: str, zone_id: str) -> HostedZone:
-    try:
-        found = client(profile, "route53", region).get_hosted_zone(Id=zone_id)
-    except Exception as exc:
-        problem = classify(exc, profile, missing=f"hosted zone {zone_id} does not exist for profile {profile}")
-        return HostedZone(profile, zone_id, None, (), problem)
+def hosted_zone(profile: str, region: str, zone_id: str, *, account: str | None = None) -> HostedZone:
+    """GetHostedZone, paced in the Route 53 buckets of `account` (the profile's account)."""
+    with _tally() as tally:
+        try:
+            found = client(profile, "route53", region, account=account).get_hosted_zone(Id=zone_id)
+        except Exception as exc:
+            problem = classify(exc, profile, missing=f"hosted zone {zone_id} does not exist for profile {profile}")
+            return HostedZone(profile, zone_id, None, (), problem, tally.throttled, tally.paced)
     servers = tuple(found.get("DelegationSet", {}).get("NameServers", []))
-    return HostedZone(profile, zone_id, found["HostedZone"]["Name"], servers, None)
+    return HostedZone(profile, zone_id, found["HostedZone"]["Name"], servers, None, tally.throttled, tally.paced)
 
 
 def classify(exc: BaseException, profile: str, *, missing: str = "") -> AwsProblem:
@@ -208,7 +287,7 @@ def classify(exc: BaseException, profile: str, *, missing: str = "") -> AwsProbl
             return AwsProblem(
                 "access-denied", f"profile {profile} is not allowed: {message}; use the infrastructure's admin profile"
             )
-        if code in ("Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded"):
+        if code in THROTTLE_CODES:
             return AwsProblem("throttled", f"AWS throttled profile {profile} after retries ({message}); retry later")
         if missing and (code in ("NoSuchHostedZone",) or "does not exist" in message):
             return AwsProblem("not-found", missing)

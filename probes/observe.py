@@ -14,11 +14,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from probes import aws, cdk, dns, postmark
 from probes.config import Target
+from probes.pacing import Quota
 from probes.secrets import CredentialError, Secret, resolve
 
 AWS_THREADS = 64
@@ -37,6 +38,7 @@ class Settings:
     postmark_wait: float
     postmark_verify: bool
     postmark_rate: float
+    route53: Quota = field(default_factory=Quota)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ def observe_all(
     targets: Sequence[Target], settings: Settings, credentials: Credentials
 ) -> dict[str, PartitionObservation]:
     """Observe every target concurrently; returns partition name -> observation, in target order."""
+    aws.set_route53_quota(settings.route53)
     return asyncio.run(_observe_all(targets, settings, credentials))
 
 
@@ -179,7 +182,7 @@ def _stack_and_zone(target: Target) -> tuple[aws.Stack, aws.HostedZone | None]:
     zone_id = stack.exports().get(target.export_name("PartitionMailZoneId"))
     if not zone_id:
         return stack, None
-    return stack, aws.hosted_zone(target.profile, target.region, zone_id)
+    return stack, aws.hosted_zone(target.profile, target.region, zone_id, account=target.account)
 
 
 async def _dns(

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from probes.config import Config, load
-from sandbox.aws_server import AwsServer
+from sandbox.aws_server import WORLD_ACCESS_KEY, AwsServer
 from sandbox.dns_server import DnsServer, RecordSet, Zone
 from sandbox.postmark_fake import PostmarkFake
 
@@ -161,6 +161,8 @@ class World:
         urllib.request.urlopen(urllib.request.Request(f"{self.aws.url}/moto-api/reset", method="POST"), timeout=30)
         forget_clients()  # assumed-role keys die with the reset
         self.aws.latency = 0.0
+        self.aws.set_route53_quota()
+        self.aws.set_cloudformation_quota(None)
         self.postmark.reset()
         self.postmark.latency = 0.0
         self.dns.clear_faults()
@@ -383,7 +385,7 @@ class World:
             service,
             region_name="us-east-1",
             endpoint_url=self.aws.url,
-            aws_access_key_id="AKIASANDBOXWORLD0001",
+            aws_access_key_id=WORLD_ACCESS_KEY,
             aws_secret_access_key="sandbox-not-a-secret",
         )
 

@@ -27,7 +27,17 @@ ARN = re.compile(
 
 def _stack_evidence(stack: aws.Stack, evidence: Evidence) -> None:
     lines = [f"status: {stack.status}", *(f"{o.key} = {o.value} (export {o.export_name})" for o in stack.outputs)]
+    if stack.throttled:
+        lines.append(f"throttled {stack.throttled} time(s), retried (botocore adaptive mode)")
     evidence.add(f"describe-stacks {stack.name} (profile {stack.profile}, {stack.region})", lines)
+
+
+def _zone_evidence(zone: aws.HostedZone, evidence: Evidence) -> None:
+    lines = [f"name: {zone.name}", *(f"name server: {server}" for server in zone.name_servers)]
+    if zone.problem is not None:
+        lines.append(f"problem ({zone.problem.kind}): {zone.problem.message}")
+    lines.append(f"waited {zone.paced:.2f} s for Route 53 tokens; throttled {zone.throttled} time(s)")
+    evidence.add(f"get-hosted-zone {zone.zone_id} (profile {zone.profile})", lines)
 
 
 def test_stack_status(observed: PartitionObservation, evidence: Evidence) -> None:
@@ -62,6 +72,8 @@ def test_exports(partition: Target, observed: PartitionObservation, evidence: Ev
     if zone_name and dns.name.from_text(zone_name) != dns.name.from_text(partition.zone):
         problems.append(f"PartitionMailZoneName is {zone_name}, expected {partition.zone}")
     zone_id = exports.get(partition.export_name("PartitionMailZoneId"))
+    if observed.zone is not None:
+        _zone_evidence(observed.zone, evidence)
     if zone_id:
         problems += _zone_problems(partition, zone_id, observed.zone)
     for name, service in ARN_SERVICE.items():
@@ -76,9 +88,13 @@ def test_exports(partition: Target, observed: PartitionObservation, evidence: Ev
 
 
 def _zone_problems(partition: Target, zone_id: str, zone: aws.HostedZone | None) -> list[str]:
-    if zone is None or zone.problem is not None:
-        why = zone.problem.message if zone and zone.problem else "not looked up"
-        return [f"PartitionMailZoneId {zone_id} is not a Route53 hosted zone of {partition.profile}: {why}"]
+    if zone is None:
+        return [f"PartitionMailZoneId {zone_id} was not looked up in Route53"]
+    problem = zone.problem
+    if problem is not None and problem.kind == "not-found":
+        return [f"PartitionMailZoneId {zone_id} is not a Route53 hosted zone of {partition.profile}: {problem.message}"]
+    if problem is not None:  # throttled, denied, unreachable: the export may be right; Route53 could not say
+        return [f"PartitionMailZoneId {zone_id} could not be read from Route53: {problem.message}"]
     if zone.name is None or dns.name.from_text(zone.name) != dns.name.from_text(partition.zone):
         return [f"PartitionMailZoneId {zone_id} is Route53's zone {zone.name}, expected {partition.zone}"]
     return []

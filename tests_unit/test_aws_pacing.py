@@ -1,0 +1,159 @@
+"""Route 53 pacing against the sandbox's buckets: the client keeps to the quota, the sandbox enforces it as Route 53
+does, and throttling that persists is reported as throttling, never as a wrong record."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import pytest
+from botocore.config import Config
+
+from probes.pacing import Pacer, Quota, TokenBucket
+from sandbox.aws_quota import Bucket, Quotas
+from sandbox.scenarios import Scenarios
+
+Mailgate = Callable[..., Any]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def test_token_bucket_gives_its_burst_at_once_then_one_token_per_refill() -> None:
+    clock = Clock()
+    bucket = TokenBucket(Quota(burst=3, rate=10), clock)
+    waits = [bucket.reserve() for _ in range(6)]
+    assert waits == pytest.approx([0, 0, 0, 0.1, 0.2, 0.3]), "after the burst, reservations queue 1/rate apart"
+    clock.now += 1.0  # 10 tokens refilled, 3 of them owed: the bucket holds min(burst, 7) = 3 again
+    assert [bucket.reserve() for _ in range(4)] == pytest.approx([0, 0, 0, 0.1]), "refill is capped at the burst"
+
+
+def test_pacer_waits_for_the_emptier_of_the_account_and_operation_buckets() -> None:
+    clock = Clock()
+    pacer = Pacer(Quota(burst=3, rate=4), clock, clock.sleep)  # one token kept in hand: 2 at once
+    for _ in range(2):
+        pacer.wait([("a",), ("a", "GetHostedZone")])
+    pacer.wait([("a",), ("a", "ListHostedZones")])  # its own operation bucket is full; the account's is empty
+    assert clock.slept == pytest.approx([0.25]), "the account-wide bucket paces every operation"
+    assert pacer.wait([("b",), ("b", "GetHostedZone")]) == 0, "another account has buckets of its own"
+
+
+def test_pacer_keeps_one_token_in_hand_for_jitter_but_never_fewer_than_one() -> None:
+    clock = Clock()
+    for burst, at_once in ((50, 49), (2, 1), (1, 1)):
+        pacer = Pacer(Quota(burst=burst, rate=10), clock, clock.sleep)
+        waits = [pacer.wait([("a",)]) for _ in range(at_once + 1)]
+        assert waits[:at_once] == [0] * at_once, (burst, waits)
+        assert waits[-1] > 0, (burst, waits)
+
+
+def test_quota_refuses_nonsense() -> None:
+    with pytest.raises(ValueError, match="burst >= 1 and rate > 0"):
+        Quota(burst=0, rate=10)
+
+
+def test_sandbox_quotas_admit_the_burst_and_then_throttle_without_taking_a_token() -> None:
+    quotas = Quotas(Bucket(2, 1), Bucket(50, 10))
+    assert [quotas.admit("111122223333", "GetHostedZone", now=0.0) for _ in range(3)] == [True, True, False]
+    assert quotas.admit("444455556666", "GetHostedZone", now=0.0), "buckets are per account"
+    assert not quotas.admit("111122223333", "GetHostedZone", now=0.5), "half a token is not a token"
+    assert quotas.admit("111122223333", "GetHostedZone", now=1.0), "a throttled request cost nothing"
+
+
+def test_sandbox_answers_beyond_the_bucket_as_route53_does(scenarios: Scenarios) -> None:
+    """HTTP 400, Code Throttling, Message "Rate exceeded" (Route 53 Developer Guide, throttling-api-requests)."""
+    seeded = scenarios.seed("dev")
+    scenarios.world.aws.set_route53_quota(Bucket(1, 0.001), Bucket(50, 10))
+    seeding = len(scenarios.world.aws.calls)
+    route53 = boto3.Session(profile_name=seeded.target.profile).client(
+        "route53", config=Config(retries={"mode": "standard", "total_max_attempts": 1})
+    )
+    route53.get_hosted_zone(Id=seeded.zone_id)
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        route53.get_hosted_zone(Id=seeded.zone_id)
+    response = raised.value.response
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400, response
+    assert (response["Error"]["Code"], response["Error"]["Message"]) == ("Throttling", "Rate exceeded"), response
+    calls = [c for c in scenarios.world.aws.calls[seeding:] if c.service == "route53"]
+    assert [(c.action, c.account, c.throttled) for c in calls] == [
+        ("GetHostedZone", seeded.target.account, False),
+        ("GetHostedZone", seeded.target.account, True),
+    ], calls
+
+
+def _zone_reads(scenarios: Scenarios) -> dict[str, list[float]]:
+    """GetHostedZone arrival times per account, of the probes' requests (the world's own set-up is unmetered)."""
+    found: dict[str, list[float]] = {}
+    for call in scenarios.world.aws.calls:
+        if call.action == "GetHostedZone" and call.metered:
+            found.setdefault(call.account, []).append(call.at)
+    return found
+
+
+def test_pacing_holds_against_the_sandbox_buckets(scenarios: Scenarios, mailgate: Mailgate) -> None:
+    """Two partitions per account against buckets of 2 refilled 4/s: mailgate keeps a token in hand and sends the
+    second GetHostedZone of each account a refill (0.25 s) after the first; the sandbox throttles nothing."""
+    for name in ("dev", "stage", "demo", "prod"):
+        scenarios.seed(name)
+    scenarios.world.aws.set_route53_quota(Bucket(2, 4), Bucket(2, 4))
+    run = mailgate("-m", "aws", "--route53-burst", "2", "--route53-rate", "4")
+    assert not run.failed(), run.messages
+    assert run.ret == 0, run.output
+    assert scenarios.world.aws.throttled() == [], "mailgate outran the sandbox's Route 53 bucket"
+    reads = _zone_reads(scenarios)
+    assert sorted(len(times) for times in reads.values()) == [2, 2], reads
+    for account, times in reads.items():
+        gap = times[1] - times[0]
+        assert gap >= 0.25 - 0.02, f"account {account}: second GetHostedZone {gap:.3f} s after the first, pace 4/s"
+
+
+def test_throttling_that_persists_is_reported_as_throttling_not_as_a_wrong_zone(
+    scenarios: Scenarios, mailgate: Mailgate
+) -> None:
+    for name in ("dev", "stage"):
+        scenarios.seed(name)
+    scenarios.world.aws.set_route53_quota(Bucket(1, 0.001), Bucket(50, 10))  # someone else spent the account's quota
+    run = mailgate("-m", "aws", "--partition", "dev,stage")
+    failed = run.failed()
+    assert len(failed) == 1, run.messages
+    assert failed <= {"test_exports[dev]", "test_exports[stage]"}, run.messages
+    message = run.messages[failed.pop()]
+    assert "could not be read from Route53: AWS throttled profile Alpha002-Admin after retries" in message, message
+    assert "(Rate exceeded); retry later" in message, message
+    assert "is not a Route53 hosted zone" not in message, message
+    throttled = [c.action for c in scenarios.world.aws.throttled()]
+    assert throttled == ["GetHostedZone"] * 4, f"standard retry mode: 4 attempts, then the report: {throttled}"
+
+
+def test_cloudformation_throttles_are_retried_and_recorded_in_the_evidence(
+    scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path
+) -> None:
+    """Two stacks of one account read at once against a CloudFormation bucket of one token a second: one read is
+    throttled, botocore's adaptive mode retries it, both checks pass and the evidence counts the throttles."""
+    for name in ("dev", "stage"):
+        scenarios.seed(name)
+    scenarios.world.aws.set_cloudformation_quota(Bucket(1, 1))
+    run = mailgate("-m", "aws", "--partition", "dev,stage")
+    assert not run.failed(), run.messages
+    throttled = [c.action for c in scenarios.world.aws.throttled()]
+    assert throttled, "two DescribeStacks at once against a bucket of one: none throttled"
+    assert set(throttled) == {"DescribeStacks"}, throttled
+    signoff = json.loads((tmp_path / "reports" / "signoff.json").read_text())
+    evidence = "\n".join(e for c in signoff["checks"] if c["check"] == "test_stack_status" for e in c["evidence"])
+    counts = re.findall(r"throttled (\d+) time\(s\), retried \(botocore adaptive mode\)", evidence)
+    recorded = sum(int(n) for n in counts)
+    assert recorded == len(throttled), f"{len(throttled)} throttled answers, evidence records {recorded}:\n{evidence}"
