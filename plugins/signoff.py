@@ -11,6 +11,8 @@ succeed counts as not run (the deploy's cell says why), so it never marks Verifi
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import shlex
 import subprocess
@@ -42,6 +44,7 @@ from plugins.signoff_log import (
 )
 from plugins.verdict import REASON_ATTR, ClosingSection
 from plugins.waivers import describe, notes, waiver_of
+from probes.config import Target
 from probes.secrets import redact
 
 PHASE_COLUMN = {"preflight": "Pre-flight", "postmerge": "Verified"}
@@ -184,6 +187,84 @@ class Row:
         return [self.partition, self.infrastructure, self.postmark_account, *phases, self.signoff()]
 
 
+def partition_rows(
+    targets: Sequence[Target],
+    results: Sequence[Result],
+    deploys: Mapping[str, Mapping[str, Any]],
+    date: str,
+    complete: bool,
+) -> list[Row]:
+    """Each target's cells from a run's results (deselected ones included) and deploys: the one rule a run and
+    mailgate-merge share, so a merge of shards writes what one run over their partitions writes."""
+    why_not_run = "run interrupted" if not complete else "did not run"
+    rows = []
+    for target in targets:
+        deploy = deploys.get(target.partition)
+        undeployed = deploy is not None and not deploy.get("ok")
+        cells: dict[str, str] = {}
+        for phase, column in PHASE_COLUMN.items():
+            mine = [r for r in results if r.check.phase == phase and r.check.partition in (None, target.partition)]
+            why = why_not_run
+            if phase == "postmerge" and undeployed:
+                mine = [Result(r.check) if r.outcome == "error" else r for r in mine]
+                why = "not deployed"
+            cell = phase_cell(date, mine, why)
+            if cell is not None:
+                cells[column] = cell_text(cell)
+        if deploy is not None:
+            cells["Deploy"] = cell_text(deploy_cell(date, deploy))
+        rows.append(Row(target.partition, target.infrastructure, target.postmark_account, cells, date))
+    return rows
+
+
+def log_updates(rows: Sequence[Row]) -> list[RowUpdate]:
+    """The execution log's updates from `rows`: each row this run has a word on, in the rows' order."""
+    return [
+        RowUpdate(row.partition, row.infrastructure, row.postmark_account, row.cells, row.date)
+        for row in rows
+        if row.cells
+    ]
+
+
+def signoff_markdown(
+    heading: str,
+    *,
+    complete: bool,
+    rows: Sequence[Row],
+    matrix: Matrix,
+    results: Sequence[Result],
+    log: LogResult | None,
+) -> str:
+    """signoff.md: heading, INCOMPLETE banner, the cascade table, the verdict matrix, the failed checks, the log."""
+    lines = ["# mailgate sign-off", "", heading, ""]
+    if not complete:
+        lines += ["**INCOMPLETE: the run was interrupted; cells cover only the checks that finished.**", ""]
+    table = render_table([row.table_cells() for row in rows]).splitlines()
+    lines += table if rows else ["No partition was selected."]
+    lines += ["", "## Verdict matrix", "", *matrix_markdown(matrix).splitlines()]
+    failed = [r for r in results if r.outcome in FAILED_OUTCOMES]
+    if failed:
+        lines += ["", f"## Failed ({len(failed)})", ""]
+        lines += [f"- `{r.check.nodeid}`: {_short((r.message or r.outcome).splitlines()[0], 300)}" for r in failed]
+    if log is not None:
+        lines += ["", log.message]
+    return "\n".join(lines) + "\n"
+
+
+def result_of(entry: Mapping[str, Any]) -> Result:
+    """A check's Result back from its signoff.json entry (what mailgate-merge reads from each shard)."""
+    check = CheckId(str(entry["nodeid"]), entry["partition"], str(entry["phase"]), str(entry["check"]))
+    return Result(
+        check,
+        str(entry["outcome"]),
+        float(entry.get("duration") or 0.0),
+        entry.get("message"),
+        list(entry.get("evidence") or []),
+        list(entry.get("tables") or []),
+        entry.get("waiver"),
+    )
+
+
 class Recorder:
     """The controller's record of this run: expected checks, their reports, the deploys; writes at session end."""
 
@@ -266,36 +347,13 @@ class Recorder:
     def _rows(self, chosen: Selection | None) -> list[Row]:
         if chosen is None:
             return []
-        why_not_run = "run interrupted" if not self.complete else "did not run"
         results = [*self.results.values(), *(Result(c, "deselected") for c in self.deselected.values())]
-        rows = []
-        for target in chosen.targets:
-            deploy = self.deploys.get(target.partition)
-            undeployed = deploy is not None and not deploy.get("ok")
-            cells: dict[str, str] = {}
-            for phase, column in PHASE_COLUMN.items():
-                mine = [r for r in results if r.check.phase == phase and r.check.partition in (None, target.partition)]
-                why = why_not_run
-                if phase == "postmerge" and undeployed:
-                    mine = [Result(r.check) if r.outcome == "error" else r for r in mine]
-                    why = "not deployed"
-                cell = phase_cell(self.date, mine, why)
-                if cell is not None:
-                    cells[column] = cell_text(cell)
-            if deploy is not None:
-                cells["Deploy"] = cell_text(deploy_cell(self.date, deploy))
-            rows.append(Row(target.partition, target.infrastructure, target.postmark_account, cells, self.date))
-        return rows
+        return partition_rows(chosen.targets, results, self.deploys, self.date, self.complete)
 
     def _update_log(self, chosen: Selection | None) -> LogResult | None:
         if chosen is None or chosen.signoff_log is None:
             return None
-        updates = [
-            RowUpdate(row.partition, row.infrastructure, row.postmark_account, row.cells, self.date)
-            for row in self.rows
-            if row.cells
-        ]
-        return update_file(chosen.signoff_log, updates)
+        return update_file(chosen.signoff_log, log_updates(self.rows))
 
     def _document(self, chosen: Selection | None, ended: datetime, exitstatus: int, log: LogResult | None) -> dict:
         options = {name: getattr(self.config.option, name) for name in OPTIONS if hasattr(self.config.option, name)}
@@ -311,6 +369,8 @@ class Recorder:
                 "command": shlex.join(["pytest", *self.config.invocation_params.args]),
                 "invocation_dir": str(self.config.invocation_params.dir),
                 "partitions_file": str(chosen.config.path) if chosen else None,
+                "partitions_digest": file_digest(chosen.config.path) if chosen else None,
+                "mailgate_version": mailgate_version(),
                 "partitions": [t.partition for t in chosen.targets] if chosen else [],
                 "infra_repo": str(chosen.infra_repo) if chosen else None,
                 "infra_head": head,
@@ -327,24 +387,11 @@ class Recorder:
 
     def _markdown(self, ended: datetime, log: LogResult | None) -> str:
         command = shlex.join(["pytest", *self.config.invocation_params.args])
-        lines = [
-            "# mailgate sign-off",
-            "",
-            f"Run {self.started:%Y-%m-%d %H:%M:%S %z} to {ended:%H:%M:%S}: `{command}`",
-            "",
-        ]
-        if not self.complete:
-            lines += ["**INCOMPLETE: the run was interrupted; cells cover only the checks that finished.**", ""]
-        table = render_table([row.table_cells() for row in self.rows]).splitlines()
-        lines += table if self.rows else ["No partition was selected."]
-        lines += ["", "## Verdict matrix", "", *matrix_markdown(self.matrix()).splitlines()]
-        failed = [r for r in self.results.values() if r.outcome in FAILED_OUTCOMES]
-        if failed:
-            lines += ["", f"## Failed ({len(failed)})", ""]
-            lines += [f"- `{r.check.nodeid}`: {_short((r.message or r.outcome).splitlines()[0], 300)}" for r in failed]
-        if log is not None:
-            lines += ["", log.message]
-        return "\n".join(lines) + "\n"
+        heading = f"Run {self.started:%Y-%m-%d %H:%M:%S %z} to {ended:%H:%M:%S}: `{command}`"
+        results = list(self.results.values())
+        return signoff_markdown(
+            heading, complete=self.complete, rows=self.rows, matrix=self.matrix(), results=results, log=log
+        )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.summary:
@@ -403,6 +450,22 @@ def _check_entry(result: Result, evidence_lines: int | None) -> dict[str, Any]:
         "evidence": evidence,
         "tables": result.tables,
     }
+
+
+def file_digest(path: Path) -> str | None:
+    """`sha256:<hex>` of a file's bytes (None: unreadable): shards merge only when made from the same file."""
+    try:
+        return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def mailgate_version() -> str:
+    """The installed mailgate's version (shards merge only when made by the same one)."""
+    try:
+        return importlib.metadata.version("mailgate")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _jsonable(value: Any) -> Any:

@@ -95,30 +95,36 @@ def test_sandbox_answers_beyond_the_bucket_as_route53_does(scenarios: Scenarios)
     ], calls
 
 
-def _zone_reads(scenarios: Scenarios) -> dict[str, list[float]]:
-    """GetHostedZone arrival times per account, of the probes' requests (the world's own set-up is unmetered)."""
-    found: dict[str, list[float]] = {}
-    for call in scenarios.world.aws.calls:
-        if call.action == "GetHostedZone" and call.metered:
-            found.setdefault(call.account, []).append(call.at)
+def _waits(reports: Path) -> dict[str, float]:
+    """Seconds each partition's GetHostedZone waited for a Route 53 token, from its test_exports evidence."""
+    signoff = json.loads((reports / "signoff.json").read_text())
+    found = {}
+    for check in signoff["checks"]:
+        if check["check"] == "test_exports":
+            text = "\n".join(check["evidence"])
+            waited = re.search(r"waited (\d+\.\d+) s for Route 53 tokens; throttled 0 time\(s\)", text)
+            assert waited, f"no pacing evidence for {check['partition']}:\n{text}"
+            found[check["partition"]] = float(waited[1])
     return found
 
 
-def test_pacing_holds_against_the_sandbox_buckets(scenarios: Scenarios, mailgate: Mailgate) -> None:
-    """Two partitions per account against buckets of 2 refilled 4/s: mailgate keeps a token in hand and sends the
-    second GetHostedZone of each account a refill (0.25 s) after the first; the sandbox throttles nothing."""
+def test_pacing_holds_against_the_sandbox_buckets(scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path) -> None:
+    """Two partitions per account against buckets of 2 refilled 1/s: mailgate keeps a token in hand, so the second
+    GetHostedZone of each account waits for a refill (at most 1 s); the sandbox throttles nothing."""
     for name in ("dev", "stage", "demo", "prod"):
         scenarios.seed(name)
-    scenarios.world.aws.set_route53_quota(Bucket(2, 4), Bucket(2, 4))
-    run = mailgate("-m", "aws", "--route53-burst", "2", "--route53-rate", "4")
+    scenarios.world.aws.set_route53_quota(Bucket(2, 1), Bucket(2, 1))
+    run = mailgate("-m", "aws", "--route53-burst", "2", "--route53-rate", "1")
     assert not run.failed(), run.messages
     assert run.ret == 0, run.output
     assert scenarios.world.aws.throttled() == [], "mailgate outran the sandbox's Route 53 bucket"
-    reads = _zone_reads(scenarios)
-    assert sorted(len(times) for times in reads.values()) == [2, 2], reads
-    for account, times in reads.items():
-        gap = times[1] - times[0]
-        assert gap >= 0.25 - 0.02, f"account {account}: second GetHostedZone {gap:.3f} s after the first, pace 4/s"
+    reads = [c for c in scenarios.world.aws.calls if c.action == "GetHostedZone" and c.metered]
+    assert sorted(c.account for c in reads) == ["009765408297"] * 2 + ["139852620346"] * 2, reads
+    waits = _waits(tmp_path / "reports")
+    for first, second in (("dev", "stage"), ("demo", "prod")):
+        pair = sorted((waits[first], waits[second]))
+        assert pair[0] == 0, f"{first}/{second}: the first read of an account needs no wait: {waits}"
+        assert 0 < pair[1] <= 1, f"{first}/{second}: the second read waits for the refill (<= 1 s): {waits}"
 
 
 def test_throttling_that_persists_is_reported_as_throttling_not_as_a_wrong_zone(
