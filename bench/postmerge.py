@@ -472,7 +472,7 @@ async def _in_turn(target: Target, config: Config, shared: _Shared) -> list[str]
         )
     client = shared.clients[target.postmark_account]
     seen = await postmark.observe_domain(client, target.postmark_account, target.zone, wait=60.0, verify=True)
-    return [f"{target.partition}: {p}" for p in _failures(stack, zone, answers, seen)]
+    return [f"{target.name}: {p}" for p in _failures(stack, zone, answers, seen)]
 
 
 async def _dns_in_turn(

@@ -122,7 +122,7 @@ class Plan:
 
     def pytest(self, *extra: str) -> list[str]:
         marker = f"preflight and ({' or '.join(self.checks)})"
-        names = ",".join(t.partition for t in self.targets)
+        names = ",".join(t.name for t in self.targets)
         where = [f"--partitions-file={self.config.path}", "--partition", names]  # `=`: see bench.postmerge
         return [PYTHON, "-m", "pytest", "-m", marker, *where, "-q", "-p", "no:cacheprovider", *extra]
 
@@ -157,10 +157,8 @@ def _baseline(plan: Plan, out: Path) -> tuple[tuple[str, str, Measured], ...]:
     for target in plan.targets:
         for step in plan.steps:
             template = getattr(plan.config.file.infra, step)
-            line = template.format(**target.command_vars(out=shlex.quote(str(out / target.partition))))
-            done.append(
-                (target.partition, step, measure(["bash", "-c", line], env=plan.env, cwd=plan.config.infra_repo))
-            )
+            line = template.format(**target.command_vars(out=shlex.quote(str(out / target.name))))
+            done.append((target.name, step, measure(["bash", "-c", line], env=plan.env, cwd=plan.config.infra_repo)))
     return tuple(done)
 
 

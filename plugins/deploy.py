@@ -102,7 +102,7 @@ class Gate:
 
     def blockers(self, target: Target) -> list[str]:
         """Why the partition may not be deployed yet: checks failed, skipped or missing (empty: go)."""
-        wanted = self.shared + self.required.get(target.partition, [])
+        wanted = self.shared + self.required.get(target.name, [])
         missing = [n for n in wanted if n not in self.collected]
         if missing:
             return [f"preflight check {_name(n)} did not run in this run (deselected?)" for n in missing]
@@ -166,20 +166,20 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.fixture
-def deployed(partition: Target, request: pytest.FixtureRequest) -> DeployOutcome | None:
+def deployed(target: Target, request: pytest.FixtureRequest) -> DeployOutcome | None:
     """This run's deploy of the partition (None without --deploy); errors the check when it was not deployed."""
     config = request.config
     if not config.getoption("deploy"):
         return None
     gate = config.stash[GATE]
     with gate.lock:
-        outcome = gate.deploys.get(partition.partition)
+        outcome = gate.deploys.get(target.name)
         if outcome is None:
-            outcome = _deploy(config, gate, partition)
-            gate.deploys[partition.partition] = outcome
+            outcome = _deploy(config, gate, target)
+            gate.deploys[target.name] = outcome
             request.node.user_properties.append(("mailgate_deploy", json.dumps(asdict(outcome))))
     if outcome.interrupted:  # report it (the sign-off's Deploy cell says so), then stop the run as Ctrl-C would
-        request.session.shouldstop = f"Ctrl-C during the deploy of {partition.partition}"
+        request.session.shouldstop = f"Ctrl-C during the deploy of {target.name}"
     if not outcome.ok:
         pytest.fail(outcome.reason(), pytrace=False)
     return outcome
@@ -187,7 +187,7 @@ def deployed(partition: Target, request: pytest.FixtureRequest) -> DeployOutcome
 
 def _deploy(config: pytest.Config, gate: Gate, target: Target) -> DeployOutcome:
     def refused(reason: str) -> DeployOutcome:
-        return DeployOutcome(target.partition, False, False, reason, None, 0.0, None, None)
+        return DeployOutcome(target.name, False, False, reason, None, 0.0, None, None)
 
     blockers = gate.blockers(target)
     if blockers:
@@ -196,31 +196,29 @@ def _deploy(config: pytest.Config, gate: Gate, target: Target) -> DeployOutcome:
     if target.production:
         confirmed_by = _confirm(config, target)
         if confirmed_by is None:
-            return refused(
-                f"{target.partition} is a production partition: confirm with --confirm-production {target.partition}"
-            )
+            return refused(f"{target.name} is a production partition: confirm with --confirm-production {target.name}")
     chosen = selection(config)
     try:
         observer(config).credentials.get(target.credential)  # the seeds' `op read` pre-warm
     except CredentialError as exc:
-        return DeployOutcome(target.partition, False, False, None, None, 0.0, None, confirmed_by, failure=str(exc))
+        return DeployOutcome(target.name, False, False, None, None, 0.0, None, confirmed_by, failure=str(exc))
     command = chosen.config.file.deploy.command.format(**target.command_vars())
-    log = reports_dir(config) / "logs" / f"deploy-{target.infrastructure}-{target.partition}.log"
-    _say(config, f"[{target.partition}] deploying: {command}")
+    log = reports_dir(config) / "logs" / f"deploy-{target.infrastructure}-{target.name}.log"
+    _say(config, f"[{target.name}] deploying: {command}")
     try:
         result = shell.run(
             command,
             cwd=chosen.infra_repo,
             log_path=log,
             timeout=config.getoption("deploy_timeout"),
-            on_line=lambda line: _say(config, f"[{target.partition}] {line}"),
+            on_line=lambda line: _say(config, f"[{target.name}] {line}"),
         )
     except shell.CommandInterrupted as stop:
         result = stop.result
     except shell.CommandError as exc:
-        return DeployOutcome(target.partition, False, False, None, None, 0.0, str(log), confirmed_by, failure=str(exc))
+        return DeployOutcome(target.name, False, False, None, None, 0.0, str(log), confirmed_by, failure=str(exc))
     outcome = DeployOutcome(
-        target.partition,
+        target.name,
         True,
         result.ok,
         None,
@@ -231,7 +229,7 @@ def _deploy(config: pytest.Config, gate: Gate, target: Target) -> DeployOutcome:
         interrupted=result.interrupted,
         failure=None if result.ok else result.describe(),
     )
-    _say(config, f"[{target.partition}] {result.describe()}")
+    _say(config, f"[{target.name}] {result.describe()}")
     if outcome.ok:
         missing = _landed(chosen.infra_repo, target)
         if missing:
@@ -258,26 +256,24 @@ def _landed(infra_repo: Path, target: Target) -> str | None:
 def _confirm(config: pytest.Config, target: Target) -> str | None:
     """`--confirm-production NAME`, or the partition's name typed at a prompt on a real terminal; either way the
     operator is shown the waivers that apply to the partition, so what is accepted is confirmed with it."""
-    waived = [f"  {w.describe()} [{w.where}]" for w in applying(config, target.partition)]
+    waived = [f"  {w.describe()} [{w.where}]" for w in applying(config, target.name)]
     accepted = (
-        [f"waivers that apply to {target.partition} ({len(waived)}):", *waived]
+        [f"waivers that apply to {target.name} ({len(waived)}):", *waived]
         if waived
-        else [f"no waiver applies to {target.partition}"]
+        else [f"no waiver applies to {target.name}"]
     )
-    if target.partition in config.getoption("confirm_production"):
+    if target.name in config.getoption("confirm_production"):
         for line in accepted:
-            _say(config, f"[{target.partition}] {line}")
+            _say(config, f"[{target.name}] {line}")
         return "--confirm-production"
     interactive = sys.stdin is not None and sys.stdin.isatty() and not os.environ.get("CI")
     if not interactive or hasattr(config, "workerinput"):
         return None
     capture = config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
-        prompt = "\n".join(
-            ["", *accepted, f"Deploy production partition {target.partition}? Type its name to confirm: "]
-        )
+        prompt = "\n".join(["", *accepted, f"Deploy production partition {target.name}? Type its name to confirm: "])
         typed = input(prompt).strip()
-    return "prompt" if typed == target.partition else None
+    return "prompt" if typed == target.name else None
 
 
 def _say(config: pytest.Config, line: str) -> None:

@@ -102,7 +102,7 @@ class Observer:
         """The partition's observation; with `batch`, every partition of this run is gathered once, together,
         by whichever process (xdist worker) asks first, and shared with the others through the run directory."""
         with self._lock:
-            if target.partition not in self._seen:
+            if target.name not in self._seen:
                 if batch:
                     self._seen.update(self._shared(target))
                 else:
@@ -110,14 +110,14 @@ class Observer:
                 # the observations, and the AWS models and clients loaded to make them, live until the run ends:
                 # no later garbage collection (pytest runs two at exit) needs to walk them again
                 gc.freeze()
-            return self._seen[target.partition]
+            return self._seen[target.name]
 
     def _shared(self, target: Target) -> dict[str, PartitionObservation]:
         shared = run_dir(self._config) / "observations.pickle"
         with (run_dir(self._config) / "observations.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             found: dict[str, PartitionObservation] = pickle.loads(shared.read_bytes()) if shared.exists() else {}
-            if target.partition not in found:
+            if target.name not in found:
                 found.update(observe_all(self._pending(target, found), self.settings, self.credentials))
                 _publish(shared, found)
         return found
@@ -128,9 +128,9 @@ class Observer:
         and the scheduler hands out work. The workers then find the observations ready instead of gathering."""
         if self._early is not None or self._config.getoption("deploy", False):
             return  # a deploy run observes each partition after its deploy
-        chosen = {t.partition for t in self._chosen.targets}
+        chosen = {t.name for t in self._chosen.targets}
         names = {group_of(i, chosen) for i in nodeids if "tests_postmerge/" in i.split("::", 1)[0]}
-        targets = [t for t in self._chosen.targets if t.partition in names]
+        targets = [t for t in self._chosen.targets if t.name in names]
         if not targets:
             return
         lock = (run_dir(self._config) / "observations.lock").open("a")
@@ -162,7 +162,7 @@ class Observer:
         """The target plus every selected partition this run has postmerge checks for and nobody observed yet."""
         session_items = getattr(self._config, "_mailgate_items", ())
         names = {item_partition(item) for item in session_items if item.get_closest_marker("postmerge")}
-        return [t for t in self._chosen.targets if t == target or (t.partition in names and t.partition not in found)]
+        return [t for t in self._chosen.targets if t == target or (t.name in names and t.name not in found)]
 
     def settle_dns(
         self, observation: PartitionObservation, judge: Callable[[dns.ZoneObservation], list[str]]
@@ -231,10 +231,10 @@ def observer(config: pytest.Config) -> Observer:
 
 
 @pytest.fixture
-def observed(partition: Target, deployed: object, request: pytest.FixtureRequest) -> PartitionObservation:
+def observed(target: Target, deployed: object, request: pytest.FixtureRequest) -> PartitionObservation:
     """The partition as the world shows it now (after this run's deploy, when there was one)."""
     batch = not request.config.getoption("deploy", False)
-    return observer(request.config).get(partition, batch)
+    return observer(request.config).get(target, batch)
 
 
 @pytest.fixture

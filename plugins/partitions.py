@@ -139,7 +139,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    partitions = {t.partition for t in config.stash[SELECTION].config.targets.values()}
+    partitions = {t.name for t in config.stash[SELECTION].config.targets.values()}
 
     class PartitionScheduling(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
@@ -199,13 +199,13 @@ def selection(config: pytest.Config) -> Selection:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "partition" not in metafunc.fixturenames:
+    if "target" not in metafunc.fixturenames:
         return
     targets = metafunc.config.stash.get(SELECTION, None)
     if targets is None:
         return  # reported as a usage error in pytest_collection_modifyitems
     chosen = targets.targets
-    metafunc.parametrize("partition", chosen, ids=[t.partition for t in chosen], scope="session")
+    metafunc.parametrize("target", chosen, ids=[t.name for t in chosen], scope="session")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker turns xdist_group markers into node-id suffixes
@@ -213,8 +213,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         target = _item_target(item)
         if target is not None:
-            item.add_marker(pytest.mark.xdist_group(target.partition))
-        elif "partition" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(target.name))
+        elif "target" in getattr(item, "fixturenames", ()):
             selection(config)  # raises the usage error: partition tests but no partitions file
         elif item.get_closest_marker("preflight"):
             # one worker runs every partition-independent check first, so no deploy waits on itself
@@ -223,7 +223,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _item_target(item: pytest.Item) -> Target | None:
     callspec = getattr(item, "callspec", None)
-    value = callspec.params.get("partition") if callspec is not None else None
+    value = callspec.params.get("target") if callspec is not None else None
     return value if isinstance(value, Target) else None
 
 
@@ -235,10 +235,10 @@ def run_dir(config: pytest.Config) -> Path:
 def item_partition(item: pytest.Item) -> str | None:
     """The partition an item checks, or None for a partition-independent check."""
     target = _item_target(item)
-    return target.partition if target else None
+    return target.name if target else None
 
 
-@pytest.fixture(scope="session")
-def mailgate(request: pytest.FixtureRequest) -> Selection:
+@pytest.fixture(scope="session", name="selection")
+def selection_fixture(request: pytest.FixtureRequest) -> Selection:
     """This run's selection: partitions file, chosen partitions, infra repo, resolvers."""
     return selection(request.config)

@@ -73,7 +73,7 @@ class InfraRunner:
         template = getattr(self.chosen.config.file.infra, name)
         values = target.command_vars(out=shlex.quote(str(out)) if out else "") if target else {}
         line = template.format(**values) if target else template
-        suffix = f"-{target.infrastructure}-{target.partition}" if target else ""
+        suffix = f"-{target.infrastructure}-{target.name}" if target else ""
         log = self.logs / f"{name}{suffix}.log"
         try:
             return shell.run(
@@ -86,14 +86,14 @@ class InfraRunner:
         """This partition's synth; the first call also starts those of `overlap`, so synths run side by side."""
         with self._lock:
             for other in (target, *overlap):
-                if other.partition not in self._synths:
-                    self._synths[other.partition] = self._pool.submit(self._synth, other)
-            future = self._synths[target.partition]
+                if other.name not in self._synths:
+                    self._synths[other.name] = self._pool.submit(self._synth, other)
+            future = self._synths[target.name]
         return future.result()
 
     def _synth(self, target: Target) -> Synth:
         """One synth per partition per run, whichever process (xdist worker) asks first; the others read it."""
-        name = f"synth-{target.infrastructure}-{target.partition}"
+        name = f"synth-{target.infrastructure}-{target.name}"
         with (self.run_dir / f"{name}.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             done = self.run_dir / f"{name}.pickle"
@@ -106,7 +106,7 @@ class InfraRunner:
     def _run_synth(self, target: Target) -> Synth:
         template = self.chosen.config.file.infra.synth
         own_dir = "{out}" in template
-        out = self.logs.parent / "synth" / f"{target.infrastructure}-{target.partition}"
+        out = self.logs.parent / "synth" / f"{target.infrastructure}-{target.name}"
         if own_dir:
             result = self.command("synth", target, out)
         else:  # the command writes <repo>/cdk.out: one synth at a time, read before the next
@@ -145,4 +145,4 @@ def synth_overlap(request: pytest.FixtureRequest) -> tuple[Target, ...]:
     if hasattr(request.config, "workerinput"):
         return ()
     wanted = {item_partition(item) for item in request.session.items if item.get_closest_marker("synth")}
-    return tuple(t for t in selection(request.config).targets if t.partition in wanted)
+    return tuple(t for t in selection(request.config).targets if t.name in wanted)

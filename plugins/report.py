@@ -28,7 +28,7 @@ from probes.secrets import known_secrets, redact
 
 CHECK_ATTR = "mailgate_check"
 TABLE = "evidence_table"
-PHASES = ("preflight", "postmerge")
+MARKER_PHASES = ("preflight", "postmerge")
 CHECK_DIRS = ("tests_preflight", "tests_postmerge")
 MAX_PARTITIONS_IN_NAME = 100  # characters of the partitions part of a report's file name
 MAX_MARKERS_IN_NAME = 80
@@ -107,7 +107,7 @@ class CheckId:
 
 def check_id(item: pytest.Item) -> CheckId | None:
     """The item as a mailgate check, or None when it is marked neither preflight nor postmerge."""
-    phase = next((p for p in PHASES if item.get_closest_marker(p)), None)
+    phase = next((p for p in MARKER_PHASES if item.get_closest_marker(p)), None)
     if phase is None:
         return None
     partition = item_partition(item)
@@ -164,7 +164,7 @@ def is_mailgate_run(config: pytest.Config) -> bool:
     if config.getoption("collectonly"):
         return False
     words = set(re.findall(r"\w+", config.getoption("markexpr") or ""))
-    if words & set(PHASES):
+    if words & set(MARKER_PHASES):
         return True
     return bool(_check_dirs(config))
 

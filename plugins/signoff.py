@@ -128,7 +128,7 @@ def phase_cell(date: str, results: Sequence[Result], why_not_run: str) -> str | 
         return None
     failed = [r for r in results if r.outcome in FAILED_OUTCOMES]
     if failed:
-        return f"❌ {date} {len(failed)} failed: {_names(failed)}"
+        return f"❌ {date} {len(failed)} failed: {_check_names(failed)}"
     waived = "; ".join(dict.fromkeys(f"waived: {describe(r.waiver)}" for r in results if r.waived and r.waiver))
     groups: dict[str, list[Result]] = {}
     for result in results:
@@ -139,14 +139,16 @@ def phase_cell(date: str, results: Sequence[Result], why_not_run: str) -> str | 
     parts = []
     for outcome, members in groups.items():
         reason = why_not_run if outcome == "not run" else members[0].message
-        parts.append(f"{len(members)} {outcome}: {_names(members)}" + (f" ({_short(reason)})" if reason else ""))
+        parts.append(
+            f"{len(members)} {outcome}: {_check_names(members)}" + (f" ({_one_line(reason)})" if reason else "")
+        )
     return f"🟡 {date} " + "; ".join([*parts, *([waived] if waived else [])])
 
 
 def deploy_cell(date: str, deploy: Mapping[str, Any]) -> str:
     """The Deploy cell from the deploy plugin's record of this run's deploy of the partition."""
     if deploy.get("refused"):
-        return f"🟡 {date} refused: {_short(str(deploy['refused']), 160)}"
+        return f"🟡 {date} refused: {_one_line(str(deploy['refused']), 160)}"
     if deploy.get("interrupted"):
         return f"❌ {date} interrupted after {float(deploy.get('duration') or 0):.0f} s"
     if deploy.get("ok"):
@@ -154,16 +156,16 @@ def deploy_cell(date: str, deploy: Mapping[str, Any]) -> str:
     if deploy.get("ran"):
         log = f" (log {deploy['log']})" if deploy.get("log") else ""
         return f"❌ {date} exit {deploy.get('exit_code')}{log}"
-    return f"❌ {date} not run: {_short(str(deploy.get('failure') or 'the deploy could not start'), 160)}"
+    return f"❌ {date} not run: {_one_line(str(deploy.get('failure') or 'the deploy could not start'), 160)}"
 
 
-def _names(results: Sequence[Result]) -> str:
+def _check_names(results: Sequence[Result]) -> str:
     names = list(dict.fromkeys(r.check.name for r in results))
     more = f" +{len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else ""
     return ", ".join(names[:MAX_NAMES]) + more
 
 
-def _short(text: str, limit: int = 80) -> str:
+def _one_line(text: str, limit: int = 80) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
@@ -199,11 +201,11 @@ def partition_rows(
     why_not_run = "run interrupted" if not complete else "did not run"
     rows = []
     for target in targets:
-        deploy = deploys.get(target.partition)
+        deploy = deploys.get(target.name)
         undeployed = deploy is not None and not deploy.get("ok")
         cells: dict[str, str] = {}
         for phase, column in PHASE_COLUMN.items():
-            mine = [r for r in results if r.check.phase == phase and r.check.partition in (None, target.partition)]
+            mine = [r for r in results if r.check.phase == phase and r.check.partition in (None, target.name)]
             why = why_not_run
             if phase == "postmerge" and undeployed:
                 mine = [Result(r.check) if r.outcome == "error" else r for r in mine]
@@ -213,7 +215,7 @@ def partition_rows(
                 cells[column] = cell_text(cell)
         if deploy is not None:
             cells["Deploy"] = cell_text(deploy_cell(date, deploy))
-        rows.append(Row(target.partition, target.infrastructure, target.postmark_account, cells, date))
+        rows.append(Row(target.name, target.infrastructure, target.postmark_account, cells, date))
     return rows
 
 
@@ -245,7 +247,7 @@ def signoff_markdown(
     failed = [r for r in results if r.outcome in FAILED_OUTCOMES]
     if failed:
         lines += ["", f"## Failed ({len(failed)})", ""]
-        lines += [f"- `{r.check.nodeid}`: {_short((r.message or r.outcome).splitlines()[0], 300)}" for r in failed]
+        lines += [f"- `{r.check.nodeid}`: {_one_line((r.message or r.outcome).splitlines()[0], 300)}" for r in failed]
     if log is not None:
         lines += ["", log.message]
     return "\n".join(lines) + "\n"
@@ -371,7 +373,7 @@ class Recorder:
                 "partitions_file": str(chosen.config.path) if chosen else None,
                 "partitions_digest": file_digest(chosen.config.path) if chosen else None,
                 "mailgate_version": mailgate_version(),
-                "partitions": [t.partition for t in chosen.targets] if chosen else [],
+                "partitions": [t.name for t in chosen.targets] if chosen else [],
                 "infra_repo": str(chosen.infra_repo) if chosen else None,
                 "infra_head": head,
                 "infra_head_problem": head_problem,
@@ -424,7 +426,7 @@ class Recorder:
     def partitions(self) -> list[str]:
         """The selected partitions, in this run's order."""
         chosen = self.config.stash.get(SELECTION, None)
-        return [t.partition for t in chosen.targets] if chosen else []
+        return [t.name for t in chosen.targets] if chosen else []
 
     def check_entries(self, evidence_lines: int | None) -> list[dict[str, Any]]:
         """Every check of this run as signoff.json lists it, the deselected ones with outcome "deselected"."""

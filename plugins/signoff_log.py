@@ -24,7 +24,7 @@ HEADER: tuple[str, ...] = (
     "Verified",
     "Sign-off date",
 )
-PHASES: tuple[str, ...] = ("Pre-flight", "Deploy", "Verified")
+PHASE_COLUMNS: tuple[str, ...] = ("Pre-flight", "Deploy", "Verified")
 SIGNOFF = "Sign-off date"
 NOT_DONE = "—"
 PASSED = "✅"
@@ -82,7 +82,7 @@ def signoff_cell(phases: Mapping[str, str], date: str) -> str:
 
     Verification is what signs a partition off: a later pre-flight leaves the date, a later verification moves it.
     """
-    if not all(cleared(phases.get(phase, "")) for phase in PHASES):
+    if not all(cleared(phases.get(phase, "")) for phase in PHASE_COLUMNS):
         return NOT_DONE
     verified = _DATE.search(phases["Verified"])
     return verified.group(0) if verified else date
@@ -169,14 +169,14 @@ def _cells(line: str) -> list[tuple[int, int, str]]:
     return cells
 
 
-def _names(line: str) -> list[str]:
+def _cell_texts(line: str) -> list[str]:
     return [cell.strip() for _, _, cell in _cells(line)]
 
 
 def _is_delimiter(line: str, count: int | None = None) -> bool:
     if "-" not in line or "|" not in line:
         return False
-    names = _names(line)
+    names = _cell_texts(line)
     return all(_DELIMITER_CELL.match(name) for name in names) and (count is None or len(names) == count)
 
 
@@ -194,7 +194,7 @@ def _find_table(lines: list[tuple[str, str]]) -> tuple[int, int]:
         content = lines[at][0]
         if "|" not in content or not _is_delimiter(lines[at + 1][0]):
             continue
-        names = _names(content)
+        names = _cell_texts(content)
         if tuple(names) == HEADER and _is_delimiter(lines[at + 1][0], len(HEADER)):
             found.append(at)
         elif names[:1] == [HEADER[0]] and len(set(names) & set(HEADER)) >= 3:
@@ -252,7 +252,9 @@ def _add_row(lines: list[tuple[str, str]], header_at: int, end: int, update: Row
     last_content, last_ending = lines[end - 1]
     if not last_ending:  # the table ends the file: break its last line the way the header line is broken
         lines[end - 1] = (last_content, newline)
-    cells = {name: NOT_DONE for name in PHASES} | {name: cell_text(value) for name, value in update.cells.items()}
+    cells = {name: NOT_DONE for name in PHASE_COLUMNS} | {
+        name: cell_text(value) for name, value in update.cells.items()
+    }
     cells[SIGNOFF] = signoff_cell(cells, update.date)
     names = (update.partition, update.infrastructure, update.postmark_account)
     line = _row_line([*(cell_text(n) for n in names), *(cells[n] for n in HEADER[3:])])

@@ -50,7 +50,7 @@ class Infrastructure(_Strict):
             value = str(value)
         if not isinstance(value, str) or not re.fullmatch(r"\d{12}", value):
             raise ValueError(
-                f"must be a 12-digit AWS account id as a quoted string (like '009765408297'), got {_short(value)}"
+                f"must be a 12-digit AWS account id as a quoted string (like '009765408297'), got {_brief(value)}"
             )
         return value
 
@@ -80,7 +80,7 @@ class DmarcSpec(_Strict):
     def _known_policies(cls, value: list[str]) -> list[str]:
         unknown = [p for p in value if p not in ("none", "quarantine", "reject")]
         if unknown or not value:
-            raise ValueError(f"must be a non-empty list of none, quarantine, reject; got {_short(list(value))}")
+            raise ValueError(f"must be a non-empty list of none, quarantine, reject; got {_brief(list(value))}")
         return value
 
 
@@ -135,7 +135,7 @@ class VerificationSpec(_Strict):
             if re.search(r"[{}|\s]", row_id.replace("{partition}", "")):
                 raise _PathError(
                     ("signoff", "verification", "rows", row_id),
-                    f"row id {_short(row_id)}: one word, and {{partition}} is the only placeholder",
+                    f"row id {_brief(row_id)}: one word, and {{partition}} is the only placeholder",
                 )
         return value
 
@@ -193,7 +193,7 @@ class _PathError(ValueError):
 
 class _RefError(_PathError):
     def __init__(self, path: tuple[str, ...], value: str, known: list[str]) -> None:
-        super().__init__(path, f"names unknown {_short(value)}; known: {', '.join(known)}")
+        super().__init__(path, f"names unknown {_brief(value)}; known: {', '.join(known)}")
 
 
 def _cycle(after: dict[str, list[str]]) -> list[str]:
@@ -224,7 +224,7 @@ def _cycle(after: dict[str, list[str]]) -> list[str]:
 class Target:
     """One partition on its infrastructure, with every name derived from the pair."""
 
-    partition: str
+    name: str
     infrastructure: str
     account: str
     profile: str
@@ -240,18 +240,18 @@ class Target:
 
     @property
     def stack_name(self) -> str:
-        return f"{self.infrastructure}-{self.partition}-Email"
+        return f"{self.infrastructure}-{self.name}-Email"
 
     @property
     def export_names(self) -> tuple[str, ...]:
         return tuple(self.export_name(name) for name in EXPORT_NAMES)
 
     def export_name(self, name: str) -> str:
-        return f"{self.infrastructure}-{self.partition}-API-{name}"
+        return f"{self.infrastructure}-{self.name}-API-{name}"
 
     @property
     def zone(self) -> str:
-        return f"{self.partition}.{self.domain}"
+        return f"{self.name}.{self.domain}"
 
     @property
     def dmarc_host(self) -> str:
@@ -263,7 +263,7 @@ class Target:
 
     @property
     def context_key(self) -> str:
-        return f"partitionMail:{self.infrastructure}:{self.partition}"
+        return f"partitionMail:{self.infrastructure}:{self.name}"
 
     def dkim_host(self, selector: str) -> str:
         return f"{selector}._domainkey.{self.zone}"
@@ -271,7 +271,7 @@ class Target:
     def command_vars(self, out: str = "") -> dict[str, str]:
         return {
             "infrastructure": self.infrastructure,
-            "partition": self.partition,
+            "partition": self.name,
             "profile": self.profile,
             "region": self.region,
             "out": out,
@@ -312,11 +312,11 @@ class Config:
     def in_deploy_order(self, targets: Sequence[Target]) -> list[Target]:
         """`targets` reordered so each comes after the selected partitions it names in `after:` (otherwise in the
         given order): checks, deploys and xdist's work units then follow the cascade."""
-        chosen = {t.partition for t in targets}
+        chosen = {t.name for t in targets}
         placed: list[Target] = []
         waiting = list(targets)
         while waiting:
-            done = {t.partition for t in placed}
+            done = {t.name for t in placed}
             ready = next(t for t in waiting if all(b in done or b not in chosen for b in t.after))
             placed.append(ready)
             waiting.remove(ready)
@@ -362,7 +362,7 @@ def _target(file: ConfigFile, name: str, spec: PartitionSpec) -> Target:
     infra = file.infrastructures[spec.infrastructure]
     resources = tuple(sorted(spec.expected_resources.items())) if spec.expected_resources is not None else None
     return Target(
-        partition=name,
+        name=name,
         infrastructure=spec.infrastructure,
         account=infra.account,
         profile=infra.profile,
@@ -495,7 +495,7 @@ def _first_error(path: Path, lines: dict[tuple[str, ...], int], exc: ValidationE
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     elif "input" in error and not isinstance(error["input"], (dict, list)):
-        message = f"{message}; got {_short(error['input'])}"
+        message = f"{message}; got {_brief(error['input'])}"
     if len(exc.errors()) > 1:
         message += f" (and {len(exc.errors()) - 1} more problem(s))"
     return _located(path, lines, loc, message)
@@ -509,7 +509,7 @@ def _located(path: Path, lines: dict[tuple[str, ...], int], loc: tuple[str, ...]
 
 def _dotted(loc: tuple[str, ...]) -> str:
     """A key path for a message: `partitions.dev.credential`; odd keys (newlines, huge) shown as short reprs."""
-    parts = [part if part.isprintable() and 0 < len(part) <= 60 else _short(part) for part in loc]
+    parts = [part if part.isprintable() and 0 < len(part) <= 60 else _brief(part) for part in loc]
     return ".".join(parts) or "(top level)"
 
 
@@ -538,6 +538,6 @@ def _did_you_mean(key: str, allowed: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _short(value: Any) -> str:
+def _brief(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -120,7 +120,7 @@ async def _observe_all(
             found = await asyncio.gather(*(_observe(t, settings, credentials, pool, accounts) for t in targets))
     finally:
         await accounts.aclose()
-    return {o.target.partition: o for o in found}
+    return {o.target.name: o for o in found}
 
 
 def _started_pool(size: int) -> ThreadPoolExecutor:

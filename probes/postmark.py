@@ -27,6 +27,7 @@ from urllib.parse import urlencode
 import httpx
 
 from probes.secrets import Secret, redact
+from probes.text import clip
 
 TOKEN_HEADER = "X-Postmark-Account-Token"
 PAGE_SIZE = 500  # the API's maximum `count`
@@ -74,7 +75,7 @@ class Domain:
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         domain_id = data.get("ID")
         if not isinstance(domain_id, int) or isinstance(domain_id, bool):
-            raise ValueError(f"ID must be an integer, got {_short(repr(domain_id))}")
+            raise ValueError(f"ID must be an integer, got {clip(repr(domain_id))}")
         return cls(
             id=domain_id,
             name=_field(data, "Name", str, required=True),
@@ -281,7 +282,7 @@ class PostmarkClient:
                 domain_id = item.get("ID")
                 name = _norm(str(item.get("Name", "")))
                 if not isinstance(domain_id, int) or isinstance(domain_id, bool):
-                    raise self._shape_error("GET", path, f"domain {name} has ID {_short(repr(domain_id))}")
+                    raise self._shape_error("GET", path, f"domain {name} has ID {clip(repr(domain_id))}")
                 ids.setdefault(name, domain_id)
             offset += len(listed)
             if not listed or offset >= total:
@@ -468,7 +469,7 @@ async def _look_again(client: PostmarkClient, domain: Domain, verify: bool) -> D
 def _record(method: str, path: str, status: int | None, started: float, at: datetime, *, note: str) -> None:
     attempts = _ATTEMPTS.get()
     if attempts is not None:
-        attempts.append(Attempt(method, path, status, time.monotonic() - started, at, redact(_short(note))))
+        attempts.append(Attempt(method, path, status, time.monotonic() - started, at, redact(clip(note))))
 
 
 def _api_error(response: httpx.Response) -> tuple[int | None, str | None]:
@@ -479,7 +480,7 @@ def _api_error(response: httpx.Response) -> tuple[int | None, str | None]:
         return None, None
     if not isinstance(data, dict) or not isinstance(data.get("ErrorCode"), int):
         return None, None
-    return data["ErrorCode"], _short(str(data.get("Message", "")))
+    return data["ErrorCode"], clip(str(data.get("Message", "")))
 
 
 def _detail(code: int | None, message: str | None, response: httpx.Response) -> str:
@@ -510,7 +511,7 @@ def _field(data: dict[str, Any], key: str, kind: type, *, required: bool = False
     if value is None and not required:
         return kind()
     if not isinstance(value, kind):
-        raise ValueError(f"{key} must be {kind.__name__}, got {_short(repr(value))}")
+        raise ValueError(f"{key} must be {kind.__name__}, got {clip(repr(value))}")
     return value
 
 
@@ -520,8 +521,4 @@ def _norm(name: str) -> str:
 
 def _snippet(body: bytes) -> str:
     text = " ".join(body.decode("utf-8", "replace").split())
-    return repr(_short(text, 80))
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return repr(clip(text, 80))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from probes.secrets import redact
+from probes.text import clip
 
 PLAIN_OUTPUT = {"NO_COLOR": "1", "FORCE_COLOR": "0"}  # tools print text, not ANSI colour, into logs
 TERM_GRACE = 2.0  # seconds between SIGTERM and SIGKILL to the process group
@@ -53,7 +54,7 @@ class CommandResult:
 
     def describe(self) -> str:
         """One line: "`npm run lint` exited 1 after 3.2 s (log: reports/logs/lint.log)"."""
-        what = f"`{_short(redact(self.command))}`"
+        what = f"`{clip(redact(self.command))}`"
         after = f"after {self.duration:.1f} s"
         if self.timed_out:
             outcome = f"timed out {after} and was killed"
@@ -97,7 +98,7 @@ def run(
     """
     if not cwd.is_dir():
         problem = "does not exist" if not cwd.exists() else "is not a directory"
-        raise CommandError(f"cannot run `{_short(redact(command))}`: working directory {cwd} {problem}; fix the path")
+        raise CommandError(f"cannot run `{clip(redact(command))}`: working directory {cwd} {problem}; fix the path")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: deque[str] = deque(maxlen=max(tail_lines, 0))
     with log_path.open("a", encoding="utf-8") as log:
@@ -116,7 +117,7 @@ def run(
                 start_new_session=True,
             )
         except OSError as exc:
-            raise CommandError(f"cannot start /bin/bash for `{_short(redact(command))}`: {exc.strerror}") from None
+            raise CommandError(f"cannot start /bin/bash for `{clip(redact(command))}`: {exc.strerror}") from None
         assert proc.stdout is not None
         pump = _Pump(proc.stdout, log, tail, on_line)
         timed_out = interrupted = False
@@ -271,7 +272,3 @@ def _exit_hint(code: int | None) -> str:
     if code is not None and 128 < code < 128 + 65:
         return f" (128+{code - 128}: something inside was killed by {_signal_name(code - 128)})"
     return ""
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

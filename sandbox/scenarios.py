@@ -95,12 +95,12 @@ class Scenarios:
         account = target.postmark_account
         if postmark.domain(account, target.zone) is None:
             postmark.create_domain(account, target.zone, target.return_path_host)
-        if target.partition not in self._dkim:
+        if target.name not in self._dkim:
             domain = postmark.domain(account, target.zone) or {}
             host, text = domain["DKIMPendingHost"], domain["DKIMPendingTextValue"]
             key = text.split("p=", 1)[1].strip()
-            self._dkim[target.partition] = DkimEntry(host.split("._domainkey.")[0], key, target.return_path_target)
-        dkim = self._dkim[target.partition]
+            self._dkim[target.name] = DkimEntry(host.split("._domainkey.")[0], key, target.return_path_target)
+        dkim = self._dkim[target.name]
         host, text = target.dkim_host(dkim.selector), f"k=rsa; p={dkim.public_key}"
         fields: dict[str, Any] = (
             {
@@ -127,11 +127,11 @@ class Scenarios:
         return dkim
 
     def _template(self, target: Target) -> dict[str, Any]:
-        if target.partition not in self._templates:
+        if target.name not in self._templates:
             infra = Path(self.world.info.infra_repo)
-            with tempfile.TemporaryDirectory(prefix=f"seed-{target.partition}-") as out:
-                self._templates[target.partition] = synth(infra, self.world.config.file.infra.synth, target, Path(out))
-        return self._templates[target.partition]
+            with tempfile.TemporaryDirectory(prefix=f"seed-{target.name}-") as out:
+                self._templates[target.name] = synth(infra, self.world.config.file.infra.synth, target, Path(out))
+        return self._templates[target.name]
 
 
 def _zone_id(world: World, target: Target) -> str:

@@ -84,7 +84,7 @@ def _fail_text(what: str, problems: list[str], next_step: str, silent: list[str]
 
 
 def test_ns_delegation(
-    partition: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
+    target: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
 ) -> None:
     route53 = observed.zone
 
@@ -95,9 +95,7 @@ def test_ns_delegation(
         delegated = probe.as_names(zone.delegation.ns_hosts)
         problems = []
         if len(delegated) < 2:
-            problems.append(
-                f"the parent delegates {partition.zone} to {len(delegated)} name server(s); need at least 2"
-            )
+            problems.append(f"the parent delegates {target.zone} to {len(delegated)} name server(s); need at least 2")
         if route53 is None or route53.problem is not None:
             why = route53.problem.message if route53 and route53.problem else "the zone id export is missing"
             problems.append(f"Route53's delegation set is unknown: {why}")
@@ -105,77 +103,73 @@ def test_ns_delegation(
             expected = probe.as_names(route53.name_servers)
             if delegated != expected:
                 problems.append(
-                    f"the parent's NS set {_names(delegated)} differs from the hosted zone's Route53 delegation set "
-                    f"{_names(expected)}"
+                    f"the parent's NS set {_name_set(delegated)} differs from the hosted zone's Route53 delegation set "
+                    f"{_name_set(expected)}"
                 )
-        for answer in zone.answers_for(partition.zone, "NS"):
+        for answer in zone.answers_for(target.zone, "NS"):
             if not answer.usable or answer.rcode != "NOERROR":
-                problems.append(f"{answer.server} ({answer.address}) is lame for {partition.zone}: {_status(answer)}")
+                problems.append(f"{answer.server} ({answer.address}) is lame for {target.zone}: {_status(answer)}")
             elif probe.as_names(answer.records) != delegated:
                 problems.append(
-                    f"{answer.server} ({answer.address}) says NS {_names(probe.as_names(answer.records))}, "
-                    f"the parent says {_names(delegated)}"
+                    f"{answer.server} ({answer.address}) says NS {_name_set(probe.as_names(answer.records))}, "
+                    f"the parent says {_name_set(delegated)}"
                 )
         return problems
 
     evidence.add("Route53 delegation set", route53.name_servers if route53 else ["unknown"])
-    problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(partition.zone, "NS")], judge)
+    problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(target.zone, "NS")], judge)
     assert not problems, _fail_text(
-        f"NS delegation of {partition.zone} is wrong",
+        f"NS delegation of {target.zone} is wrong",
         problems,
         "set the parent's NS records for the zone to the hosted zone's four Route53 name servers",
         silent,
     )
 
 
-def test_spf(
-    partition: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
-) -> None:
+def test_spf(target: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence) -> None:
     def judge(zone: probe.ZoneObservation) -> list[str]:
-        agreement = _content(zone, partition.zone, "TXT")
+        agreement = _content(zone, target.zone, "TXT")
         if agreement.problem:
             return [agreement.problem]
-        record = mailauth.read_spf(partition.zone, agreement.txt)
+        record = mailauth.read_spf(target.zone, agreement.txt)
         problems = list(record.problems)
         if record.text is None:
-            return problems or [f"no v=spf1 TXT record at {partition.zone}"]
+            return problems or [f"no v=spf1 TXT record at {target.zone}"]
         if record.dns_lookups > mailauth.SPF_LOOKUP_LIMIT:
             problems.append(
                 f"{record.dns_lookups} DNS-querying terms, more than the limit of {mailauth.SPF_LOOKUP_LIMIT}"
             )
         if not record.ends_with_all:
             problems.append("the record does not end in an `all` mechanism")
-        missing = [i for i in partition.spf_includes if i.lower().rstrip(".") not in record.includes]
+        missing = [i for i in target.spf_includes if i.lower().rstrip(".") not in record.includes]
         if missing:
-            problems.append(f"missing include:{', include:'.join(missing)} (configured for {partition.partition})")
+            problems.append(f"missing include:{', include:'.join(missing)} (configured for {target.name})")
         return [f"SPF {mailauth.show(record.text)!r}: {p}" for p in problems] if problems else []
 
-    problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(partition.zone, "TXT")], judge)
+    problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(target.zone, "TXT")], judge)
     assert not problems, _fail_text(
-        f"SPF of {partition.zone} is wrong",
+        f"SPF of {target.zone} is wrong",
         problems,
         "publish exactly one valid v=spf1 record ending in ~all or -all",
         silent,
     )
 
 
-def test_dmarc(
-    partition: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
-) -> None:
+def test_dmarc(target: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence) -> None:
     settings = mailgate_observer.settings
     mailbox = mailgate_observer.dmarc_mailbox
     allowed = mailgate_observer.dmarc_policies
 
     def judge(zone: probe.ZoneObservation) -> list[str]:
-        agreement = _content(zone, partition.dmarc_host, "TXT")
+        agreement = _content(zone, target.dmarc_host, "TXT")
         if agreement.problem:
             return [agreement.problem]
         if agreement.rcode == "NXDOMAIN" or not agreement.txt:
             return [
-                f"no DMARC record at {partition.dmarc_host} itself (a record at _dmarc.{settings.parent_domain} "
-                "does not count for the partition)"
+                f"no DMARC record at {target.dmarc_host} itself (a record at _dmarc.{settings.parent_domain} "
+                "does not count for the target)"
             ]
-        record = mailauth.read_dmarc(partition.dmarc_host, agreement.txt)
+        record = mailauth.read_dmarc(target.dmarc_host, agreement.txt)
         problems = list(record.problems)
         if record.text is None:
             return problems
@@ -185,29 +179,27 @@ def test_dmarc(
             problems.append(f"rua does not include mailto:{mailbox} (has {', '.join(record.rua_mailboxes) or 'none'})")
         return [f"DMARC {mailauth.show(record.text)!r}: {p}" for p in problems]
 
-    problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(partition.dmarc_host, "TXT")], judge)
+    problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(target.dmarc_host, "TXT")], judge)
     assert not problems, _fail_text(
-        f"DMARC of {partition.zone} is wrong",
+        f"DMARC of {target.zone} is wrong",
         problems,
-        f"publish one `v=DMARC1; p=...; rua=mailto:{mailbox}` record at {partition.dmarc_host}",
+        f"publish one `v=DMARC1; p=...; rua=mailto:{mailbox}` record at {target.dmarc_host}",
         silent,
     )
 
 
-def test_dkim(
-    partition: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
-) -> None:
+def test_dkim(target: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence) -> None:
     context = observed.context
     assert context is not None, observed.context_problem
     selector_problem = mailauth.selector_problem(context.selector)
     assert selector_problem is None, (
-        f"cdk.context.json {partition.context_key}.dkimSelector: {selector_problem}; rerun the deploy's pre-deploy "
+        f"cdk.context.json {target.context_key}.dkimSelector: {selector_problem}; rerun the deploy's pre-deploy "
         "step so it writes the selector Postmark issued (DKIMHost before ._domainkey.)"
     )
-    host = partition.dkim_host(context.selector)
+    host = target.dkim_host(context.selector)
     domain = observed.postmark.domain if observed.postmark else None
     evidence.add(
-        f"cdk.context.json {partition.context_key}", [f"selector {context.selector}", f"key {context.public_key}"]
+        f"cdk.context.json {target.context_key}", [f"selector {context.selector}", f"key {context.public_key}"]
     )
 
     judged: list[mailauth.DkimRecord] = []  # the record of the last look, for the evidence
@@ -243,7 +235,7 @@ def test_dkim(
     for key in judged:
         evidence.add(f"DKIM key at {host}", [key.key_summary, *key.notes, *(f"t={f}" for f in key.flags)])
     assert not problems, _fail_text(
-        f"DKIM of {partition.zone} (selector {context.selector}) is wrong",
+        f"DKIM of {target.zone} (selector {context.selector}) is wrong",
         problems,
         "publish the key Postmark issued (cdk.context.json) at the selector host, joined strings exactly as issued, "
         "with only the tags receivers accept (v=DKIM1 first if present, k=rsa, no t=y)",
@@ -252,10 +244,10 @@ def test_dkim(
 
 
 def test_return_path(
-    partition: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
+    target: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
 ) -> None:
-    target = dns.name.from_text(partition.return_path_target)
-    host = partition.return_path_host
+    cname = dns.name.from_text(target.return_path_target)
+    host = target.return_path_host
     domain = observed.postmark.domain if observed.postmark else None
 
     def judge(zone: probe.ZoneObservation) -> list[str]:
@@ -265,25 +257,25 @@ def test_return_path(
         if not agreement.records:
             return [f"no CNAME at {host} ({agreement.rcode})"]
         seen = [dns.name.from_text(r) for r in agreement.records]
-        return [] if seen == [target] else [f"CNAME {host} points at {', '.join(map(str, seen))}, expected {target}"]
+        return [] if seen == [cname] else [f"CNAME {host} points at {', '.join(map(str, seen))}, expected {cname}"]
 
     problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(host, "CNAME")], judge)
     if domain is not None:
         if dns.name.from_text(domain.return_path_domain or ".") != dns.name.from_text(host):
             problems.append(f"Postmark's ReturnPathDomain is {domain.return_path_domain!r}, expected {host}")
-        if dns.name.from_text(domain.return_path_cname_value or ".") != target:
+        if dns.name.from_text(domain.return_path_cname_value or ".") != cname:
             problems.append(
-                f"Postmark's ReturnPathDomainCNAMEValue is {domain.return_path_cname_value!r}, expected {target}"
+                f"Postmark's ReturnPathDomainCNAMEValue is {domain.return_path_cname_value!r}, expected {cname}"
             )
     assert not problems, _fail_text(
-        f"Return-Path of {partition.zone} is wrong",
+        f"Return-Path of {target.zone} is wrong",
         problems,
-        f"point CNAME {host} at {partition.return_path_target}",
+        f"point CNAME {host} at {target.return_path_target}",
         silent,
     )
 
 
-def _names(names: frozenset[dns.name.Name]) -> str:
+def _name_set(names: frozenset[dns.name.Name]) -> str:
     return "{" + ", ".join(sorted(n.to_text(omit_final_dot=True).lower() for n in names)) + "}"
 
 

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.postmerge, pytest.mark.postmark]
 
 
 def test_postmark_verified(
-    partition: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
+    target: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
 ) -> None:
     seen = observed.postmark
     assert seen is not None, observed.postmark_problem

@@ -56,58 +56,58 @@ def test_stack_status(observed: PartitionObservation, evidence: Evidence) -> Non
     )
 
 
-def test_exports(partition: Target, observed: PartitionObservation, evidence: Evidence) -> None:
+def test_exports(target: Target, observed: PartitionObservation, evidence: Evidence) -> None:
     stack = observed.stack
     _stack_evidence(stack, evidence)
     assert stack.problem is None, f"no exports to judge: {stack.problem.message}"
     exports = stack.exports()
-    problems = [f"missing export {name}" for name in partition.export_names if not exports.get(name)]
-    prefix = partition.export_name("")
+    problems = [f"missing export {name}" for name in target.export_names if not exports.get(name)]
+    prefix = target.export_name("")
     problems += [
         f"unexpected export {name} (not one of the six)"
         for name in exports
-        if name.startswith(prefix) and name not in partition.export_names
+        if name.startswith(prefix) and name not in target.export_names
     ]
-    zone_name = exports.get(partition.export_name("PartitionMailZoneName"))
-    if zone_name and dns.name.from_text(zone_name) != dns.name.from_text(partition.zone):
-        problems.append(f"PartitionMailZoneName is {zone_name}, expected {partition.zone}")
-    zone_id = exports.get(partition.export_name("PartitionMailZoneId"))
+    zone_name = exports.get(target.export_name("PartitionMailZoneName"))
+    if zone_name and dns.name.from_text(zone_name) != dns.name.from_text(target.zone):
+        problems.append(f"PartitionMailZoneName is {zone_name}, expected {target.zone}")
+    zone_id = exports.get(target.export_name("PartitionMailZoneId"))
     if observed.zone is not None:
         _zone_evidence(observed.zone, evidence)
     if zone_id:
-        problems += _zone_problems(partition, zone_id, observed.zone)
+        problems += _zone_problems(target, zone_id, observed.zone)
     for name, service in ARN_SERVICE.items():
-        value = exports.get(partition.export_name(name))
+        value = exports.get(target.export_name(name))
         if value:
-            problems += _arn_problems(partition, name, value, service)
+            problems += _arn_problems(target, name, value, service)
     assert not problems, (
         f"exports of {stack.name} are wrong ({len(problems)}):\n  "
         + "\n  ".join(problems)
-        + f"\nexpected the six {prefix}<Name> exports of account {partition.account}; fix the stack and deploy again"
+        + f"\nexpected the six {prefix}<Name> exports of account {target.account}; fix the stack and deploy again"
     )
 
 
-def _zone_problems(partition: Target, zone_id: str, zone: aws.HostedZone | None) -> list[str]:
+def _zone_problems(target: Target, zone_id: str, zone: aws.HostedZone | None) -> list[str]:
     if zone is None:
         return [f"PartitionMailZoneId {zone_id} was not looked up in Route53"]
     problem = zone.problem
     if problem is not None and problem.kind == "not-found":
-        return [f"PartitionMailZoneId {zone_id} is not a Route53 hosted zone of {partition.profile}: {problem.message}"]
+        return [f"PartitionMailZoneId {zone_id} is not a Route53 hosted zone of {target.profile}: {problem.message}"]
     if problem is not None:  # throttled, denied, unreachable: the export may be right; Route53 could not say
         return [f"PartitionMailZoneId {zone_id} could not be read from Route53: {problem.message}"]
-    if zone.name is None or dns.name.from_text(zone.name) != dns.name.from_text(partition.zone):
-        return [f"PartitionMailZoneId {zone_id} is Route53's zone {zone.name}, expected {partition.zone}"]
+    if zone.name is None or dns.name.from_text(zone.name) != dns.name.from_text(target.zone):
+        return [f"PartitionMailZoneId {zone_id} is Route53's zone {zone.name}, expected {target.zone}"]
     return []
 
 
-def _arn_problems(partition: Target, name: str, value: str, service: str) -> list[str]:
+def _arn_problems(target: Target, name: str, value: str, service: str) -> list[str]:
     arn = ARN.match(value)
     if arn is None:
         return [f"{name} is not an ARN: {value}"]
     problems = []
-    if arn["account"] != partition.account:
+    if arn["account"] != target.account:
         problems.append(
-            f"{name} is in account {arn['account']}, expected {partition.account} ({partition.infrastructure}): {value}"
+            f"{name} is in account {arn['account']}, expected {target.account} ({target.infrastructure}): {value}"
         )
     if arn["service"] != service:
         problems.append(f"{name} is a {arn['service']} ARN, expected {service}: {value}")

@@ -16,42 +16,42 @@ from probes.secrets import CredentialError
 pytestmark = [pytest.mark.preflight, pytest.mark.access]
 
 
-def test_aws_identity(partition: Target, evidence: Evidence) -> None:
-    identity = aws.identity(partition.profile, partition.region)
+def test_aws_identity(target: Target, evidence: Evidence) -> None:
+    identity = aws.identity(target.profile, target.region)
     evidence.add(
-        f"sts get-caller-identity --profile {partition.profile}", [f"account {identity.account}", f"arn {identity.arn}"]
+        f"sts get-caller-identity --profile {target.profile}", [f"account {identity.account}", f"arn {identity.arn}"]
     )
     assert identity.problem is None, identity.problem.message
-    assert identity.account == partition.account, (
-        f"profile {partition.profile} lands in account {identity.account} ({identity.arn}), expected "
-        f"{partition.account} ({partition.infrastructure}): fix the profile in the AWS config or partitions.yaml"
+    assert identity.account == target.account, (
+        f"profile {target.profile} lands in account {identity.account} ({identity.arn}), expected "
+        f"{target.account} ({target.infrastructure}): fix the profile in the AWS config or partitions.yaml"
     )
 
 
 def test_postmark_credential(
-    partition: Target, mailgate: Selection, mailgate_observer: Observer, evidence: Evidence
+    target: Target, selection: Selection, mailgate_observer: Observer, evidence: Evidence
 ) -> None:
     try:
-        token = mailgate_observer.credentials.get(partition.credential)
+        token = mailgate_observer.credentials.get(target.credential)
     except CredentialError as exc:
-        pytest.fail(f"Postmark token of {partition.postmark_account}: {exc}", pytrace=False)
-    evidence.add(f"credential {partition.credential}", "resolved to a non-empty value (not shown)")
+        pytest.fail(f"Postmark token of {target.postmark_account}: {exc}", pytrace=False)
+    evidence.add(f"credential {target.credential}", "resolved to a non-empty value (not shown)")
 
     async def authenticate() -> postmark.Domain | None:
         async with postmark.PostmarkClient(
-            mailgate.postmark_api_url, token, account=partition.postmark_account, max_retries=2
+            selection.postmark_api_url, token, account=target.postmark_account, max_retries=2
         ) as client:
-            return await client.find_domain(partition.zone)
+            return await client.find_domain(target.zone)
 
     try:
         domain = asyncio.run(authenticate())
     except postmark.PostmarkError as exc:
         pytest.fail(
-            f"the token of {partition.postmark_account} does not work at {mailgate.postmark_api_url}: {exc}",
+            f"the token of {target.postmark_account} does not work at {selection.postmark_api_url}: {exc}",
             pytrace=False,
         )
     registered = f"registered (ID {domain.id})" if domain else "not registered yet"
     evidence.add(
-        f"Postmark {mailgate.postmark_api_url} account {partition.postmark_account}",
-        f"token accepted; {partition.zone} {registered}",
+        f"Postmark {selection.postmark_api_url} account {target.postmark_account}",
+        f"token accepted; {target.zone} {registered}",
     )

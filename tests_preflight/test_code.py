@@ -12,8 +12,8 @@ from probes import repo
 pytestmark = [pytest.mark.preflight, pytest.mark.code]
 
 
-def test_infra_repo_clean(mailgate: Selection, request: pytest.FixtureRequest, evidence: Evidence) -> None:
-    status = repo.status(mailgate.infra_repo)
+def test_infra_repo_clean(selection: Selection, request: pytest.FixtureRequest, evidence: Evidence) -> None:
+    status = repo.status(selection.infra_repo)
     evidence.add(
         f"git status of {status.path}", [f"HEAD {status.head} ({status.branch})", *status.modified, *status.untracked]
     )

@@ -12,35 +12,33 @@ from probes.config import Target
 pytestmark = [pytest.mark.preflight, pytest.mark.diff]
 
 
-def test_diff_is_safe(
-    partition: Target, infra: InfraRunner, request: pytest.FixtureRequest, evidence: Evidence
-) -> None:
-    out = reports_dir(request.config) / "synth" / f"{partition.infrastructure}-{partition.partition}"
-    result = infra.command("diff", partition, out=out, tail_lines=5000)
+def test_diff_is_safe(target: Target, infra: InfraRunner, request: pytest.FixtureRequest, evidence: Evidence) -> None:
+    out = reports_dir(request.config) / "synth" / f"{target.infrastructure}-{target.name}"
+    result = infra.command("diff", target, out=out, tail_lines=5000)
     assert result.ok, f"{result.describe()}\nlast lines:\n  " + "\n  ".join(result.tail[-20:])
     summary = cdk.summarize_diff("\n".join(result.tail))
     counts = {action: n for action, n in summary.by_action.items() if n}
     lines = [f"{c.action:8} {c.resource_type} {c.logical_id}" for c in summary.resources]
-    report = reports_dir(request.config) / f"diff-{partition.infrastructure}-{partition.partition}.md"
+    report = reports_dir(request.config) / f"diff-{target.infrastructure}-{target.name}.md"
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(_markdown(partition, summary))
-    evidence.add(f"cdk diff {partition.stack_name}: {counts or 'no differences'} ({report})", lines)
+    report.write_text(_markdown(target, summary))
+    evidence.add(f"cdk diff {target.stack_name}: {counts or 'no differences'} ({report})", lines)
     unsafe = [c for c in summary.resources if c.action in ("destroy", "replace")]
     changes = ", ".join(f"{c.action} {c.resource_type} {c.logical_id}" for c in unsafe)
     assert not unsafe, (
-        f"cdk diff of {partition.stack_name} would {changes}; a partition deploy must not destroy or replace "
+        f"cdk diff of {target.stack_name} would {changes}; a partition deploy must not destroy or replace "
         f"resources: review {report}"
     )
     modifies = [c for c in summary.resources if c.action == "modify"]
-    if partition.production and not request.config.getoption("allow_modify"):
+    if target.production and not request.config.getoption("allow_modify"):
         assert not modifies, (
-            f"production partition {partition.partition}: cdk diff modifies "
+            f"production partition {target.name}: cdk diff modifies "
             f"{', '.join(f'{c.resource_type} {c.logical_id}' for c in modifies)}; review {report} and rerun with "
             "--allow-modify if intended"
         )
 
 
-def _markdown(partition: Target, summary: cdk.DiffSummary) -> str:
+def _markdown(target: Target, summary: cdk.DiffSummary) -> str:
     rows = [f"| {c.action} | {c.resource_type} | {c.logical_id} |" for c in summary.resources]
     totals = [
         f"| {kind} | " + " | ".join(str(counts.get(a, 0)) for a in ACTIONS) + " |"
@@ -48,7 +46,7 @@ def _markdown(partition: Target, summary: cdk.DiffSummary) -> str:
     ]
     return "\n".join(
         [
-            f"## cdk diff {partition.stack_name}",
+            f"## cdk diff {target.stack_name}",
             "",
             "| Resource type | " + " | ".join(ACTIONS) + " |",
             "|---|" + "---|" * len(ACTIONS),

@@ -13,8 +13,8 @@ pytestmark = [pytest.mark.preflight, pytest.mark.synth]
 
 
 @pytest.fixture
-def synth(partition: Target, infra: InfraRunner, synth_overlap: tuple[Target, ...]) -> Synth:
-    return infra.synth(partition, synth_overlap)
+def synth(target: Target, infra: InfraRunner, synth_overlap: tuple[Target, ...]) -> Synth:
+    return infra.synth(target, synth_overlap)
 
 
 def _stack(synth: Synth) -> cdk.StackArtifact:
@@ -37,7 +37,7 @@ def test_synth_runs(synth: Synth, evidence: Evidence) -> None:
     )
 
 
-def test_stack_identity(partition: Target, synth: Synth, evidence: Evidence) -> None:
+def test_stack_identity(target: Target, synth: Synth, evidence: Evidence) -> None:
     stack = _stack(synth)
     assert synth.assembly is not None
     counts = cdk.resource_counts(stack.template)
@@ -46,32 +46,32 @@ def test_stack_identity(partition: Target, synth: Synth, evidence: Evidence) -> 
         [f"{kind}: {n}" for kind, n in sorted(counts.items())],
     )
     names = [s.stack_name for s in synth.assembly.stacks]
-    assert len(names) == 1, f"expected exactly one stack ({partition.stack_name}) in the assembly, found: {names}"
-    assert stack.stack_name == partition.stack_name, (
-        f"stack name is {stack.stack_name}, expected {partition.stack_name}: check the instance file "
-        f"src/main/cdk/instances/{partition.infrastructure}/{partition.partition}.ts"
+    assert len(names) == 1, f"expected exactly one stack ({target.stack_name}) in the assembly, found: {names}"
+    assert stack.stack_name == target.stack_name, (
+        f"stack name is {stack.stack_name}, expected {target.stack_name}: check the instance file "
+        f"src/main/cdk/instances/{target.infrastructure}/{target.name}.ts"
     )
-    seen, expected = (stack.account, stack.region), (partition.account, partition.region)
+    seen, expected = (stack.account, stack.region), (target.account, target.region)
     assert seen == expected, (
-        f"template is for account {stack.account} region {stack.region}, expected {partition.account} "
-        f"{partition.region} ({partition.infrastructure}): fix the instance file's account/region"
+        f"template is for account {stack.account} region {stack.region}, expected {target.account} "
+        f"{target.region} ({target.infrastructure}): fix the instance file's account/region"
     )
-    if partition.expected_resources is not None:
+    if target.expected_resources is not None:
         wrong = [
             f"{kind}: expected {n}, synthesized {counts.get(kind, 0)}"
-            for kind, n in partition.expected_resources
+            for kind, n in target.expected_resources
             if counts.get(kind, 0) != n
         ]
         assert not wrong, "resource counts differ from expected_resources:\n  " + "\n  ".join(wrong)
 
 
-def test_exports_declared(partition: Target, synth: Synth, evidence: Evidence) -> None:
+def test_exports_declared(target: Target, synth: Synth, evidence: Evidence) -> None:
     declared = cdk.exported_names(_stack(synth).template)
     evidence.add(
         "exports declared by the template", [f"{name} (output {out})" for name, out in sorted(declared.items())]
     )
-    missing = [name for name in partition.export_names if name not in declared]
-    assert not missing, f"the template does not export {', '.join(missing)}; expected all six {partition.export_names}"
+    missing = [name for name in target.export_names if name not in declared]
+    assert not missing, f"the template does not export {', '.join(missing)}; expected all six {target.export_names}"
 
 
 def test_roles_unnamed(synth: Synth, evidence: Evidence) -> None:

@@ -42,15 +42,14 @@ class Run:
     ret: int
     outcomes: dict[str, str]
     messages: dict[str, str]
-    output: str
 
     def failed(self) -> set[str]:
         return {name for name, outcome in self.outcomes.items() if outcome != "passed"}
 
 
 @pytest.fixture
-def mailgate(pytester: pytest.Pytester, scenarios: Scenarios, tmp_path: Path) -> object:
-    """Run the real suite (tests_preflight/tests_postmerge) against the world: `mailgate("-m", "postmerge")`."""
+def run_checks(pytester: pytest.Pytester, scenarios: Scenarios, tmp_path: Path) -> object:
+    """Run the real suite (tests_preflight/tests_postmerge) against the world: `run_checks("-m", "postmerge")`."""
 
     def run(*args: str) -> Run:
         world = scenarios.world.info
@@ -75,7 +74,7 @@ def mailgate(pytester: pytest.Pytester, scenarios: Scenarios, tmp_path: Path) ->
             elif report.when == "call":
                 outcomes.setdefault(name, "passed")
         ret = int(recorder.ret)
-        return Run(ret, outcomes, messages, "")
+        return Run(ret, outcomes, messages)
 
     return run
 

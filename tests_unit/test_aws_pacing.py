@@ -18,7 +18,7 @@ from probes.pacing import Pacer, Quota, TokenBucket
 from sandbox.aws_quota import Bucket, Quotas
 from sandbox.scenarios import Scenarios
 
-Mailgate = Callable[..., Any]
+RunChecks = Callable[..., Any]
 
 
 class Clock:
@@ -108,13 +108,13 @@ def _waits(reports: Path) -> dict[str, float]:
     return found
 
 
-def test_pacing_holds_against_the_sandbox_buckets(scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path) -> None:
+def test_pacing_holds_against_the_sandbox_buckets(scenarios: Scenarios, run_checks: RunChecks, tmp_path: Path) -> None:
     """Two partitions per account against buckets of 2 refilled 1/s: mailgate keeps a token in hand, so the second
     GetHostedZone of each account waits for a refill (at most 1 s); the sandbox throttles nothing."""
     for name in ("dev", "stage", "demo", "prod"):
         scenarios.seed(name)
     scenarios.world.aws.set_route53_quota(Bucket(2, 1), Bucket(2, 1))
-    run = mailgate("-m", "aws", "--route53-burst", "2", "--route53-rate", "1")
+    run = run_checks("-m", "aws", "--route53-burst", "2", "--route53-rate", "1")
     assert not run.failed(), run.messages
     assert run.ret == 0, run.output
     assert scenarios.world.aws.throttled() == [], "mailgate outran the sandbox's Route 53 bucket"
@@ -128,12 +128,12 @@ def test_pacing_holds_against_the_sandbox_buckets(scenarios: Scenarios, mailgate
 
 
 def test_throttling_that_persists_is_reported_as_throttling_not_as_a_wrong_zone(
-    scenarios: Scenarios, mailgate: Mailgate
+    scenarios: Scenarios, run_checks: RunChecks
 ) -> None:
     for name in ("dev", "stage"):
         scenarios.seed(name)
     scenarios.world.aws.set_route53_quota(Bucket(1, 0.001), Bucket(50, 10))  # someone else spent the account's quota
-    run = mailgate("-m", "aws", "--partition", "dev,stage")
+    run = run_checks("-m", "aws", "--partition", "dev,stage")
     failed = run.failed()
     assert len(failed) == 1, run.messages
     assert failed <= {"test_exports[dev]", "test_exports[stage]"}, run.messages
@@ -146,14 +146,14 @@ def test_throttling_that_persists_is_reported_as_throttling_not_as_a_wrong_zone(
 
 
 def test_cloudformation_throttles_are_retried_and_recorded_in_the_evidence(
-    scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path
+    scenarios: Scenarios, run_checks: RunChecks, tmp_path: Path
 ) -> None:
     """Two stacks of one account read at once against a CloudFormation bucket of one token a second: one read is
     throttled, botocore's adaptive mode retries it, both checks pass and the evidence counts the throttles."""
     for name in ("dev", "stage"):
         scenarios.seed(name)
     scenarios.world.aws.set_cloudformation_quota(Bucket(1, 1))
-    run = mailgate("-m", "aws", "--partition", "dev,stage")
+    run = run_checks("-m", "aws", "--partition", "dev,stage")
     assert not run.failed(), run.messages
     throttled = [c.action for c in scenarios.world.aws.throttled()]
     assert throttled, "two DescribeStacks at once against a bucket of one: none throttled"

@@ -56,8 +56,8 @@ def test_real_matrix_settings() -> None:
 
 def test_select_resolves_lists_and_all() -> None:
     config = load(REAL)
-    assert [t.partition for t in config.select("all")] == ["dev", "stage", "demo", "prod"]
-    assert [t.partition for t in config.select("stage,dev")] == ["stage", "dev"]
+    assert [t.name for t in config.select("all")] == ["dev", "stage", "demo", "prod"]
+    assert [t.name for t in config.select("stage,dev")] == ["stage", "dev"]
     with pytest.raises(ConfigError, match=r"unknown partition nosuch; known: dev, stage, demo, prod"):
         config.select("dev,nosuch")
 
@@ -179,13 +179,13 @@ def test_shipped_deploy_order() -> None:
         "prod": ("stage", "demo"),
     }
     targets = config.targets
-    assert [t.partition for t in config.in_deploy_order([targets[n] for n in ("prod", "demo", "stage", "dev")])] == [
+    assert [t.name for t in config.in_deploy_order([targets[n] for n in ("prod", "demo", "stage", "dev")])] == [
         "dev",
         "demo",
         "stage",
         "prod",
     ]
-    assert [t.partition for t in config.in_deploy_order([targets["prod"], targets["demo"]])] == ["demo", "prod"]
+    assert [t.name for t in config.in_deploy_order([targets["prod"], targets["demo"]])] == ["demo", "prod"]
 
 
 @pytest.mark.parametrize(

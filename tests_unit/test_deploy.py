@@ -32,11 +32,11 @@ def _variant(scenarios, tmp_path: Path, **infra: str) -> str:
 QUICK = {"build": "true", "lint": "true", "test": "true"}
 
 
-def test_without_deploy_nothing_is_written(scenarios, mailgate, tmp_path: Path) -> None:
+def test_without_deploy_nothing_is_written(scenarios, run_checks, tmp_path: Path) -> None:
     scenarios.seed("dev")
     scenarios.world.aws.calls.clear()
     scenarios.world.postmark.calls.clear()
-    run = mailgate(
+    run = run_checks(
         "--partition", "dev", "--no-postmark-verify", "--partitions-file", _variant(scenarios, tmp_path, **QUICK)
     )
     assert run.failed() == set(), run.messages
@@ -44,17 +44,17 @@ def test_without_deploy_nothing_is_written(scenarios, mailgate, tmp_path: Path) 
     assert scenarios.world.postmark.writes() == []
 
 
-def test_deploy_refused_after_a_failed_preflight_check(scenarios, mailgate, tmp_path: Path) -> None:
+def test_deploy_refused_after_a_failed_preflight_check(scenarios, run_checks, tmp_path: Path) -> None:
     partitions = _variant(scenarios, tmp_path, **{**QUICK, "lint": "echo 'lint: 3 problems' && false"})
-    run = mailgate("--partition", "dev", "--deploy", "--partitions-file", partitions)
+    run = run_checks("--partition", "dev", "--deploy", "--partitions-file", partitions)
     assert run.outcomes["test_lint"] == "failed"
     assert {run.outcomes[f"{check}[dev]"] for check in POSTMERGE_CHECKS} == {"error"}
     assert "not deployed: preflight check test_lint failed" in run.messages["test_stack_status[dev]"]
     assert scenarios.world.aws.writes() == []
 
 
-def test_deploy_refused_when_a_preflight_check_was_deselected(scenarios, mailgate, tmp_path: Path) -> None:
-    run = mailgate(
+def test_deploy_refused_when_a_preflight_check_was_deselected(scenarios, run_checks, tmp_path: Path) -> None:
+    run = run_checks(
         "--partition", "dev", "--deploy", "-m", "postmerge", "--partitions-file", _variant(scenarios, tmp_path, **QUICK)
     )
     message = run.messages["test_stack_status[dev]"]
@@ -71,10 +71,10 @@ def test_deploy_refused_when_a_preflight_check_was_deselected(scenarios, mailgat
     ids=["no-confirmation", "confirms-another-partition"],
 )
 def test_production_needs_its_own_confirmation(  # noqa: PLR0917 - fixtures and parameters
-    scenarios, mailgate, tmp_path: Path, monkeypatch, args, why
+    scenarios, run_checks, tmp_path: Path, monkeypatch, args, why
 ) -> None:
     monkeypatch.setenv("CI", "true")
-    run = mailgate(
+    run = run_checks(
         "--partition", "dev,prod", "--deploy", *args, "--partitions-file", _variant(scenarios, tmp_path, **QUICK)
     )
     assert why in run.messages["test_stack_status[prod]"]
@@ -82,22 +82,22 @@ def test_production_needs_its_own_confirmation(  # noqa: PLR0917 - fixtures and 
     assert {run.outcomes[f"{check}[dev]"] for check in POSTMERGE_CHECKS} == {"passed"}, run.messages
 
 
-def test_a_deploy_that_prints_done_and_exits_255_fails(scenarios, mailgate, tmp_path: Path) -> None:
+def test_a_deploy_that_prints_done_and_exits_255_fails(scenarios, run_checks, tmp_path: Path) -> None:
     partitions = _variant(scenarios, tmp_path, **QUICK, deploy="echo done; exit 255")
-    run = mailgate("--partition", "dev", "--deploy", "--partitions-file", partitions)
+    run = run_checks("--partition", "dev", "--deploy", "--partitions-file", partitions)
     message = run.messages["test_stack_status[dev]"]
     assert "deploy failed: `echo done; exit 255` exited 255" in message
     log = next((tmp_path / "reports" / "logs").glob("deploy-Alpha002-dev.log")).read_text()
     assert "done" in log
 
 
-def test_a_hung_deploy_is_killed_at_the_timeout(scenarios, mailgate, tmp_path: Path) -> None:
+def test_a_hung_deploy_is_killed_at_the_timeout(scenarios, run_checks, tmp_path: Path) -> None:
     marker = f"mailgate-hang-{os.getpid()}-{time.time_ns()}"
     script = 'trap "" TERM; sleep 300 & exec -a ' + marker + " sleep 300"
     hang = "bash -c " + shlex.quote(script)
     partitions = _variant(scenarios, tmp_path, **QUICK, deploy=hang)
     started = time.monotonic()
-    run = mailgate("--partition", "dev", "--deploy", "--deploy-timeout", "2", "--partitions-file", partitions)
+    run = run_checks("--partition", "dev", "--deploy", "--deploy-timeout", "2", "--partitions-file", partitions)
     assert time.monotonic() - started < 60
     assert "timed out after" in run.messages["test_stack_status[dev]"]
     left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True, check=False).stdout.split()

@@ -15,20 +15,20 @@ CHECKS = """
 import pytest
 
 @pytest.mark.preflight
-def test_synth(partition):
-    assert partition.stack_name
+def test_synth(target):
+    assert target.stack_name
 
 @pytest.mark.preflight
 def test_build():
     pass
 
 @pytest.mark.postmerge
-def test_exports(partition):
+def test_exports(target):
     pass
 
-def test_where(mailgate):
-    print("REPO=" + str(mailgate.infra_repo))
-    print("LOG=" + str(mailgate.signoff_log))
+def test_where(selection):
+    print("REPO=" + str(selection.infra_repo))
+    print("LOG=" + str(selection.signoff_log))
 """
 
 
@@ -148,7 +148,10 @@ def test_a_deploy_order_cycle_stops_before_any_test(project: pytest.Pytester) ->
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     line = next(i for i, row in enumerate(text.splitlines(), 1) if "after: [prod]" in row)
     result.stderr.fnmatch_lines(
-        [f"ERROR: *partitions.yaml:{line}: partitions.stage.after: the deploy order has a cycle: stage → prod → stage *"]
+        [
+            f"ERROR: *partitions.yaml:{line}: partitions.stage.after: "
+            "the deploy order has a cycle: stage → prod → stage *"
+        ]
     )
     assert "passed" not in result.stdout.str()
 
@@ -165,7 +168,7 @@ def test_missing_explicit_file_names_the_path(project: pytest.Pytester) -> None:
 
 
 def test_partition_tests_without_a_partitions_file(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_checks="def test_synth(partition):\n    pass\n")
+    pytester.makepyfile(test_checks="def test_synth(target):\n    pass\n")
     result = pytester.runpytest("-q")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {pytester.path / 'partitions.yaml'}: partitions file not found*"])

@@ -10,9 +10,9 @@ from sandbox.scenarios import VARIATIONS
 from sandbox.suite import POSTMERGE_CHECKS, suite_args
 
 
-def test_healthy_partition_passes_every_check(scenarios, mailgate) -> None:
+def test_healthy_partition_passes_every_check(scenarios, run_checks) -> None:
     seeded = scenarios.seed("dev")
-    run = mailgate("-m", "postmerge", "--partition", "dev")
+    run = run_checks("-m", "postmerge", "--partition", "dev")
     assert run.outcomes == {f"{check}[dev]": "passed" for check in POSTMERGE_CHECKS}, run.messages
     assert len(f"k=rsa; p={seeded.dkim.public_key}") > 255, "the DKIM key must need several TXT strings"
 
@@ -43,38 +43,38 @@ DEFECTS = [
 
 
 @pytest.mark.parametrize(("defect", "check", "message"), DEFECTS, ids=[d[0] for d in DEFECTS])
-def test_defect_fails_exactly_its_check(scenarios, mailgate, defect: str, check: str, message: str) -> None:
+def test_defect_fails_exactly_its_check(scenarios, run_checks, defect: str, check: str, message: str) -> None:
     scenarios.seed("dev", defects=[defect], verified=defect != "postmark-stuck")
-    run = mailgate("-m", "postmerge", "--partition", "dev", "--postmark-wait", "1")
+    run = run_checks("-m", "postmerge", "--partition", "dev", "--postmark-wait", "1")
     assert run.failed() == {f"{check}[dev]"}, run.messages
     assert message in run.messages[f"{check}[dev]"], run.messages[f"{check}[dev]"]
 
 
 @pytest.mark.parametrize("variation", sorted(VARIATIONS))
-def test_healthy_variation_passes_every_check(scenarios, mailgate, variation: str) -> None:
+def test_healthy_variation_passes_every_check(scenarios, run_checks, variation: str) -> None:
     scenarios.seed("dev", variations=[variation])
-    run = mailgate("-m", "postmerge", "--partition", "dev", "--postmark-wait", "1")
+    run = run_checks("-m", "postmerge", "--partition", "dev", "--postmark-wait", "1")
     assert run.outcomes == {f"{check}[dev]": "passed" for check in POSTMERGE_CHECKS}, run.messages
 
 
-def test_unverified_postmark_turns_verified_within_the_wait(scenarios, mailgate) -> None:
+def test_unverified_postmark_turns_verified_within_the_wait(scenarios, run_checks) -> None:
     scenarios.seed("dev", verified=False)
-    run = mailgate("-m", "postmark", "--partition", "dev", "--postmark-wait", "10")
+    run = run_checks("-m", "postmark", "--partition", "dev", "--postmark-wait", "10")
     assert run.outcomes == {"test_postmark_verified[dev]": "passed"}, run.messages
     puts = [c.path.lower() for c in scenarios.world.postmark.writes()]
     assert any(p.endswith("/verifydkim") for p in puts)
 
 
-def test_no_postmark_verify_only_reads(scenarios, mailgate) -> None:
+def test_no_postmark_verify_only_reads(scenarios, run_checks) -> None:
     scenarios.seed("dev", verified=False)
-    run = mailgate("-m", "postmark", "--partition", "dev", "--postmark-wait", "1", "--no-postmark-verify")
+    run = run_checks("-m", "postmark", "--partition", "dev", "--postmark-wait", "1", "--no-postmark-verify")
     assert run.failed() == {"test_postmark_verified[dev]"}
     assert "only read (--no-postmark-verify)" in run.messages["test_postmark_verified[dev]"]
     assert scenarios.world.postmark.writes() == []
 
 
-def test_undeployed_partition_fails_every_check_with_its_cause(scenarios, mailgate) -> None:
-    run = mailgate("-m", "postmerge", "--partition", "dev", "--postmark-wait", "0")
+def test_undeployed_partition_fails_every_check_with_its_cause(scenarios, run_checks) -> None:
+    run = run_checks("-m", "postmerge", "--partition", "dev", "--postmark-wait", "0")
     assert run.failed() == {f"{check}[dev]" for check in POSTMERGE_CHECKS}
     assert "stack Alpha002-dev-Email does not exist" in run.messages["test_stack_status[dev]"]
     assert "has no entry partitionMail:Alpha002:dev" in run.messages["test_dkim[dev]"]
@@ -156,14 +156,14 @@ def test_mail_authentication_defects_under_xdist_fail_exactly_their_checks(
         assert message in failures[test], f"{test}: expected {message!r} in\n{failures[test]}"
 
 
-def test_public_resolver_disagreement_is_advisory_unless_strict(scenarios, mailgate) -> None:
+def test_public_resolver_disagreement_is_advisory_unless_strict(scenarios, run_checks) -> None:
     from sandbox.dns_server import Fault
 
     scenarios.seed("dev")
     scenarios.world.dns.inject(Fault("servfail", name="dev.ardamails.com", rtype="TXT", server="127.0.0.1"))
-    relaxed = mailgate("-m", "dns", "--partition", "dev")
+    relaxed = run_checks("-m", "dns", "--partition", "dev")
     assert relaxed.failed() == set(), relaxed.messages
-    strict = mailgate("-m", "dns", "--partition", "dev", "--strict-resolvers")
+    strict = run_checks("-m", "dns", "--partition", "dev", "--strict-resolvers")
     assert strict.failed() == {"test_spf[dev]"}
     assert (
         "public resolvers disagree with the authoritative servers (--strict-resolvers)"

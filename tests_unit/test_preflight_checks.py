@@ -54,8 +54,8 @@ def _expected(checks: tuple[str, ...], partitions: tuple[str, ...]) -> set[str]:
 # --- code and synth -------------------------------------------------------------------------------------------
 
 
-def test_real_build_lint_test_and_every_synth_check_pass_for_four_partitions(scenarios, mailgate) -> None:
-    run = mailgate("-m", CODE_OR_SYNTH)
+def test_real_build_lint_test_and_every_synth_check_pass_for_four_partitions(scenarios, run_checks) -> None:
+    run = run_checks("-m", CODE_OR_SYNTH)
 
     assert run.outcomes == dict.fromkeys(set(CODE) | _expected(SYNTH, PARTITIONS), "passed"), run.messages
 
@@ -103,12 +103,12 @@ DEFECTS = [
 
 @pytest.mark.parametrize(("path", "old", "new", "check", "says"), [d[1:] for d in DEFECTS], ids=[d[0] for d in DEFECTS])
 def test_a_committed_defect_fails_exactly_its_synth_check(  # noqa: PLR0917 - fixtures and parameters
-    scenarios, mailgate, tmp_path: Path, path: str, old: str, new: str, check: str, says: list[str]
+    scenarios, run_checks, tmp_path: Path, path: str, old: str, new: str, check: str, says: list[str]
 ) -> None:
     head = _edit(scenarios, path, old, new)
     partitions = _variant(scenarios, tmp_path, QUICK)
 
-    run = mailgate("-m", CODE_OR_SYNTH, "--partition", "dev", "--expect-head", head, "--partitions-file", partitions)
+    run = run_checks("-m", CODE_OR_SYNTH, "--partition", "dev", "--expect-head", head, "--partitions-file", partitions)
 
     assert set(run.outcomes) == set(CODE) | _expected(SYNTH, ("dev",))
     assert run.failed() == {f"{check}[dev]"}, run.messages
@@ -117,13 +117,13 @@ def test_a_committed_defect_fails_exactly_its_synth_check(  # noqa: PLR0917 - fi
 
 
 def test_a_formatting_defect_fails_only_lint_with_the_output_tail_and_the_log_path(
-    scenarios, mailgate, tmp_path: Path
+    scenarios, run_checks, tmp_path: Path
 ) -> None:
     commit_infra(
         scenarios.world, {"src/main/cdk/partition-mail/extra.ts": "export const answer=42\n"}, "test: unformatted"
     )
 
-    run = mailgate("-m", CODE_OR_SYNTH, "--partition", "dev")
+    run = run_checks("-m", CODE_OR_SYNTH, "--partition", "dev")
 
     assert run.failed() == {"test_lint"}, run.messages
     assert set(run.outcomes) == set(CODE) | _expected(SYNTH, ("dev",))
@@ -184,16 +184,16 @@ def test_under_xdist_code_runs_once_and_each_partition_synthesizes_once(
 ACCESS = ("test_aws_identity", "test_postmark_credential")
 
 
-def test_access_passes_for_every_partition_of_the_world(scenarios, mailgate) -> None:
-    run = mailgate("-m", "access")
+def test_access_passes_for_every_partition_of_the_world(scenarios, run_checks) -> None:
+    run = run_checks("-m", "access")
 
     assert run.outcomes == dict.fromkeys(_expected(ACCESS, PARTITIONS), "passed"), run.messages
 
 
-def test_a_profile_missing_from_the_config_lists_the_profiles_that_exist(scenarios, mailgate, tmp_path: Path) -> None:
+def test_a_profile_missing_from_the_config_lists_the_profiles_that_exist(scenarios, run_checks, tmp_path: Path) -> None:
     partitions = _variant(scenarios, tmp_path, Alpha002={"profile": "Admin-Alpha002"})
 
-    run = mailgate("-m", "access", "--partition", "dev,demo", "--partitions-file", partitions)
+    run = run_checks("-m", "access", "--partition", "dev,demo", "--partitions-file", partitions)
 
     assert run.failed() == {"test_aws_identity[dev]"}, run.messages
     assert (
@@ -202,10 +202,10 @@ def test_a_profile_missing_from_the_config_lists_the_profiles_that_exist(scenari
     ) in run.messages["test_aws_identity[dev]"]
 
 
-def test_a_profile_landing_in_another_account_names_both(scenarios, mailgate, tmp_path: Path) -> None:
+def test_a_profile_landing_in_another_account_names_both(scenarios, run_checks, tmp_path: Path) -> None:
     partitions = _variant(scenarios, tmp_path, Alpha002={"profile": "Admin-Alpha1"})
 
-    run = mailgate("-m", "access", "--partition", "dev", "--partitions-file", partitions)
+    run = run_checks("-m", "access", "--partition", "dev", "--partitions-file", partitions)
 
     assert run.failed() == {"test_aws_identity[dev]"}, run.messages
     message = run.messages["test_aws_identity[dev]"]
@@ -222,7 +222,7 @@ OP_FAULTS = [
 
 @pytest.mark.parametrize(("fault", "says"), OP_FAULTS, ids=[f[0] for f in OP_FAULTS])
 def test_an_unusable_postmark_credential_fails_with_its_own_message(
-    scenarios, mailgate, monkeypatch: pytest.MonkeyPatch, fault: str, says: str
+    scenarios, run_checks, monkeypatch: pytest.MonkeyPatch, fault: str, says: str
 ) -> None:
     if fault == "missing":
         bin_dir = str(Path(scenarios.world.info.state_dir) / "bin")
@@ -230,7 +230,7 @@ def test_an_unusable_postmark_credential_fails_with_its_own_message(
     else:
         scenarios.world.set_op(mode=fault)
 
-    run = mailgate("-m", "access", "--partition", "dev")
+    run = run_checks("-m", "access", "--partition", "dev")
 
     assert run.failed() == {"test_postmark_credential[dev]"}, run.messages
     message = run.messages["test_postmark_credential[dev]"]
@@ -257,7 +257,7 @@ def _diff_report(tmp_path: Path, stack: str) -> list[str]:
     return [" ".join(row) for row in rows if len(row) == 3 and row[0] in ("add", "modify", "replace", "destroy")]
 
 
-def test_an_add_only_change_passes_and_is_reported(scenarios, mailgate, tmp_path: Path) -> None:
+def test_an_add_only_change_passes_and_is_reported(scenarios, run_checks, tmp_path: Path) -> None:
     scenarios.seed("dev")
     _edit(
         scenarios,
@@ -268,14 +268,14 @@ def test_an_add_only_change_passes_and_is_reported(scenarios, mailgate, tmp_path
         + "\n",
     )
 
-    run = mailgate("-m", "diff", "--partition", "dev")
+    run = run_checks("-m", "diff", "--partition", "dev")
 
     assert run.outcomes == {"test_diff_is_safe[dev]": "passed"}, run.messages
     (row,) = _diff_report(tmp_path, "Alpha002-dev")
     assert row.startswith("add AWS::Route53::RecordSet Verify"), row
 
 
-def test_a_change_that_destroys_a_record_set_fails(scenarios, mailgate, tmp_path: Path) -> None:
+def test_a_change_that_destroys_a_record_set_fails(scenarios, run_checks, tmp_path: Path) -> None:
     scenarios.seed("dev")
     _edit(
         scenarios,
@@ -284,7 +284,7 @@ def test_a_change_that_destroys_a_record_set_fails(scenarios, mailgate, tmp_path
         "",
     )
 
-    run = mailgate("-m", "diff", "--partition", "dev")
+    run = run_checks("-m", "diff", "--partition", "dev")
 
     assert run.failed() == {"test_diff_is_safe[dev]"}, run.messages
     report = tmp_path / "reports" / "diff-Alpha002-dev.md"
@@ -301,13 +301,13 @@ def test_a_change_that_destroys_a_record_set_fails(scenarios, mailgate, tmp_path
     ]
 
 
-def test_a_modify_fails_on_production_unless_allowed(scenarios, mailgate, tmp_path: Path) -> None:
+def test_a_modify_fails_on_production_unless_allowed(scenarios, run_checks, tmp_path: Path) -> None:
     scenarios.seed("dev")
     scenarios.seed("prod")
     _edit(scenarios, STACK_TS, "key when the primary path is unavailable`", "key if the primary path is down`")
 
-    refused = mailgate("-m", "diff", "--partition", "dev,prod")
-    allowed = mailgate("-m", "diff", "--partition", "prod", "--allow-modify")
+    refused = run_checks("-m", "diff", "--partition", "dev,prod")
+    allowed = run_checks("-m", "diff", "--partition", "prod", "--allow-modify")
 
     assert refused.failed() == {"test_diff_is_safe[prod]"}, refused.messages
     assert (

@@ -42,11 +42,11 @@ TOKEN = Secret("env:POSTMARK_TOKEN", {CANARY!r})
 
 
 @pytest.mark.postmerge
-def test_dmarc(partition, evidence):
-    answer = "v=DMARC1; p=none" if partition.partition == "dev" else "v=DMARC1; p=quarantine"
-    evidence.add(f"TXT _dmarc.{{partition.zone}} from 127.0.0.1:5353 (ns-1.sandbox)", [answer])
+def test_dmarc(target, evidence):
+    answer = "v=DMARC1; p=none" if target.name == "dev" else "v=DMARC1; p=quarantine"
+    evidence.add(f"TXT _dmarc.{{target.zone}} from 127.0.0.1:5353 (ns-1.sandbox)", [answer])
     print("asked with", TOKEN.reveal())
-    where = f"{{partition.zone}} ({{TOKEN.reveal()}})"
+    where = f"{{target.zone}} ({{TOKEN.reveal()}})"
     assert "p=none" not in answer, f"DMARC of {{where}}: expected p=quarantine or reject, saw {{answer!r}}"
 """
 
@@ -177,7 +177,7 @@ def test_html_opens_with_the_signoff_table_and_carries_the_failed_dns_evidence(p
 
 def test_interrupted_run_html_says_incomplete(project: pytest.Pytester) -> None:
     (project.path / "tests_postmerge" / "test_dns.py").write_text(
-        CHECKS + "\n\n@pytest.mark.postmerge\ndef test_zz_stop(partition):\n    raise KeyboardInterrupt\n"
+        CHECKS + "\n\n@pytest.mark.postmerge\ndef test_zz_stop(target):\n    raise KeyboardInterrupt\n"
     )
     result = project.runpytest_subprocess(*PLUGINS, "--reports-dir", "out", "--partition", "stage", timeout=120)
     assert result.ret == pytest.ExitCode.INTERRUPTED

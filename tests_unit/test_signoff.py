@@ -59,12 +59,12 @@ def test_build(evidence):
     act("test_build", evidence)
 
 
-def test_synth(partition, evidence):
-    act(f"test_synth[{{partition.partition}}]", evidence)
+def test_synth(target, evidence):
+    act(f"test_synth[{{target.name}}]", evidence)
 
 
-def test_access(partition, evidence):
-    act(f"test_access[{{partition.partition}}]", evidence)
+def test_access(target, evidence):
+    act(f"test_access[{{target.name}}]", evidence)
 """,
     "tests_postmerge/test_post.py": """
 import json
@@ -76,22 +76,22 @@ pytestmark = pytest.mark.postmerge
 
 
 @pytest.fixture
-def fake_deploy(partition, request):
-    record = DEPLOYS.get(partition.partition)
+def fake_deploy(target, request):
+    record = DEPLOYS.get(target.name)
     if record is None:
         return
-    request.node.user_properties.append(("mailgate_deploy", json.dumps({{"partition": partition.partition, **record}})))
+    request.node.user_properties.append(("mailgate_deploy", json.dumps({{"partition": target.name, **record}})))
     if not record["ok"]:
         pytest.fail("not deployed: " + (record["refused"] or "the deploy failed"), pytrace=False)
 
 
-def test_dmarc(partition, fake_deploy, evidence):
-    evidence.add(f"TXT _dmarc.{{partition.zone}} from 127.0.0.1:5353 (ns-1.sandbox)", ["v=DMARC1; p=quarantine"])
-    act(f"test_dmarc[{{partition.partition}}]", evidence)
+def test_dmarc(target, fake_deploy, evidence):
+    evidence.add(f"TXT _dmarc.{{target.zone}} from 127.0.0.1:5353 (ns-1.sandbox)", ["v=DMARC1; p=quarantine"])
+    act(f"test_dmarc[{{target.name}}]", evidence)
 
 
-def test_exports(partition, fake_deploy, evidence):
-    act(f"test_exports[{{partition.partition}}]", evidence)
+def test_exports(target, fake_deploy, evidence):
+    act(f"test_exports[{{target.name}}]", evidence)
 """,
 }
 OK = {"ran": True, "ok": True, "refused": None, "exit_code": 0, "duration": 12.5, "log": "deploy.log"}

@@ -17,38 +17,38 @@ class Observation:
     exports: tuple[str, ...]
 
 
-def _observe(partition):
+def _observe(target):
     try:
         raise LookupError("the probe's own, handled error")
     except LookupError:
-        missing = () if partition.partition == "dev" else ("Alpha002-stage-API-EmailEncryptionKeyFallbackRoleArn",)
-        return Observation(partition.partition, missing)
+        missing = () if target.name == "dev" else ("Alpha002-stage-API-EmailEncryptionKeyFallbackRoleArn",)
+        return Observation(target.name, missing)
 
 
 @pytest.mark.postmerge
-def test_exports(partition, evidence):
+def test_exports(target, evidence):
     try:
         raise KeyError("noise")
     except KeyError:
-        observed = _observe(partition)
+        observed = _observe(target)
         evidence.add("describe-stacks Alpha002-stage-Email", ["status: CREATE_COMPLETE", "KeyA = 1"])
         problems = [f"missing export {name}" for name in observed.exports]
         assert not observed.exports, (
-            f"exports of Alpha002-{partition.partition}-Email are wrong ({len(problems)}):\\n  "
+            f"exports of Alpha002-{target.name}-Email are wrong ({len(problems)}):\\n  "
             + "\\n  ".join(problems)
             + "\\nexpected the six exports; fix the stack and deploy again"
         )
 
 
 @pytest.mark.postmerge
-def test_dmarc(partition):
-    if partition.partition == "stage":
+def test_dmarc(target):
+    if target.name == "stage":
         pytest.fail("no DMARC record at _dmarc.stage.ardamails.com: publish it", pytrace=False)
 
 
 @pytest.mark.postmerge
-def test_bug(partition):
-    if partition.partition == "dev":
+def test_bug(target):
+    if target.name == "dev":
         {}["mailgate's own bug"]
 """
 EXPORTS_REASON = "missing export Alpha002-stage-API-EmailEncryptionKeyFallbackRoleArn"
@@ -116,7 +116,7 @@ def test_the_closing_section_has_a_line_per_partition_and_per_failing_check_uncu
 def test_long_tracebacks_are_still_there_when_asked_for(project: pytest.Pytester, option: str) -> None:
     text = "\n".join(_run(project, option))
     exports = text.split("test_exports[stage] _")[1].split("test_dmarc")[0]
-    assert "def test_exports(partition, evidence):" in exports
+    assert "def test_exports(target, evidence):" in exports
     assert "During handling of the above exception" in exports
 
 

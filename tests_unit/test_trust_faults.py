@@ -31,7 +31,7 @@ from sandbox.postmark_fake import PostmarkFault
 from sandbox.scenarios import Scenarios
 from sandbox.world import CHILD_NAMESERVERS
 
-Mailgate = Callable[..., Any]
+RunChecks = Callable[..., Any]
 OUR_FRAME = re.compile(r"\b(probes|plugins|sandbox)/\w+\.py:\d+")
 DNS_CHECKS = ("test_ns_delegation", "test_spf", "test_dmarc", "test_dkim", "test_return_path")
 
@@ -64,7 +64,7 @@ def assert_verdict(run: Any, failed: dict[str, list[str]]) -> None:
 
 
 def test_answer_faults_fail_exactly_the_checks_asking_those_questions(
-    scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path
+    scenarios: Scenarios, run_checks: RunChecks, tmp_path: Path
 ) -> None:
     """Timeout, SERVFAIL, NXDOMAIN and an empty answer, each on another question: each fails its own check."""
     seeded = scenarios.seed("dev")
@@ -76,7 +76,7 @@ def test_answer_faults_fail_exactly_the_checks_asking_those_questions(
         Fault("noanswer", name=dkim_host, rtype="TXT"),
     ):
         scenarios.world.dns.inject(fault)
-    run = mailgate("-m", "dns", "--partition", "dev", "--partitions-file", variant(scenarios, tmp_path, fast_dns))
+    run = run_checks("-m", "dns", "--partition", "dev", "--partitions-file", variant(scenarios, tmp_path, fast_dns))
     unusable = "4 of 4 authoritative servers gave no usable answer"
     assert_verdict(
         run,
@@ -91,7 +91,7 @@ def test_answer_faults_fail_exactly_the_checks_asking_those_questions(
 
 
 def test_refusing_and_down_servers_are_named_by_the_ns_check(
-    scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path
+    scenarios: Scenarios, run_checks: RunChecks, tmp_path: Path
 ) -> None:
     """Two of four authoritative servers unusable: the NS check names both; the records, agreed by the other
     two, still pass (a lame server is the NS check's to judge)."""
@@ -99,7 +99,7 @@ def test_refusing_and_down_servers_are_named_by_the_ns_check(
     refusing, down = CHILD_NAMESERVERS[0], CHILD_NAMESERVERS[2]
     scenarios.world.dns.inject(Fault("refused", server=refusing))
     scenarios.world.dns.inject(Fault("down", server=down))
-    run = mailgate("-m", "dns", "--partition", "dev", "--partitions-file", variant(scenarios, tmp_path, fast_dns))
+    run = run_checks("-m", "dns", "--partition", "dev", "--partitions-file", variant(scenarios, tmp_path, fast_dns))
     parts = [
         f"{refusing.rstrip('.')} (127.0.0.2:",
         "is lame for dev.ardamails.com: REFUSED",
@@ -110,20 +110,20 @@ def test_refusing_and_down_servers_are_named_by_the_ns_check(
     assert set(run.outcomes) == {f"{check}[dev]" for check in DNS_CHECKS}
 
 
-def test_silent_servers_next_step_is_to_reach_them(scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path) -> None:
+def test_silent_servers_next_step_is_to_reach_them(scenarios: Scenarios, run_checks: RunChecks, tmp_path: Path) -> None:
     scenarios.seed("dev")
     target = scenarios.world.config.targets["dev"]
     scenarios.world.dns.inject(Fault("timeout", name=target.dmarc_host, rtype="TXT"))
-    run = mailgate("-m", "dns", "--partition", "dev", "--partitions-file", variant(scenarios, tmp_path, fast_dns))
+    run = run_checks("-m", "dns", "--partition", "dev", "--partitions-file", variant(scenarios, tmp_path, fast_dns))
     assert_verdict(run, {"test_dmarc[dev]": ["--dns-wait"]})
 
 
-def test_truncated_udp_falls_back_to_tcp_and_passes(scenarios: Scenarios, mailgate: Mailgate) -> None:
+def test_truncated_udp_falls_back_to_tcp_and_passes(scenarios: Scenarios, run_checks: RunChecks) -> None:
     scenarios.seed("dev")
     world = scenarios.world
     world.dns.inject(Fault("truncate"))
     world.dns.queries.clear()
-    run = mailgate("-m", "dns", "--partition", "dev")
+    run = run_checks("-m", "dns", "--partition", "dev")
     assert run.outcomes == {f"{check}[dev]": "passed" for check in DNS_CHECKS}, run.messages
     asked = {
         transport: {(q.server, q.qname.lower(), q.qtype) for q in world.dns.queries if q.transport == transport}
@@ -137,13 +137,13 @@ def test_truncated_udp_falls_back_to_tcp_and_passes(scenarios: Scenarios, mailga
     ("defect", "failing"), [((), set()), (("dkim-one-char",), {"test_dkim[dev]"})], ids=["healthy", "dkim-one-char"]
 )
 def test_packet_loss_with_dns_wait_keeps_the_verdict(
-    scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path, defect: tuple[str, ...], failing: set[str]
+    scenarios: Scenarios, run_checks: RunChecks, tmp_path: Path, defect: tuple[str, ...], failing: set[str]
 ) -> None:
     """20 % of UDP queries lost: resends and --dns-wait give the verdict of a clean network, both ways."""
     scenarios.seed("dev", defects=defect)
     scenarios.world.dns.set_packet_loss(0.2, seed=9)
     fast = variant(scenarios, tmp_path, fast_dns)
-    run = mailgate("-m", "dns", "--partition", "dev", "--dns-wait", "2", "--partitions-file", fast)
+    run = run_checks("-m", "dns", "--partition", "dev", "--dns-wait", "2", "--partitions-file", fast)
     assert run.failed() == failing, run.messages
     for name in failing:
         assert "differs from cdk.context.json's dkimPublicKey" in run.messages[name]
@@ -260,14 +260,14 @@ AWS_CHECKS = {"test_aws_identity[dev]", "test_stack_status[dev]", "test_exports[
 
 
 def test_missing_profile_lists_the_profiles_that_exist(
-    scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path
+    scenarios: Scenarios, run_checks: RunChecks, tmp_path: Path
 ) -> None:
     """The seeds' trap: a profile derived from the infrastructure's name (Admin-Alpha002) does not exist."""
 
     def derive(data: dict[str, Any]) -> None:
         data["infrastructures"]["Alpha002"]["profile"] = "Admin-Alpha002"
 
-    run = mailgate(
+    run = run_checks(
         "-m", "access or aws", "--partition", "dev", "--partitions-file", variant(scenarios, tmp_path, derive)
     )
     parts = ["AWS profile Admin-Alpha002 is not in the AWS config", "Alpha002-Admin", "never derive them"]
@@ -275,11 +275,11 @@ def test_missing_profile_lists_the_profiles_that_exist(
 
 
 def test_expired_sso_login_says_to_log_in(
-    aws_config: Callable[[str], None], tmp_path: Path, mailgate: Mailgate
+    aws_config: Callable[[str], None], tmp_path: Path, run_checks: RunChecks
 ) -> None:
     aws_config(SSO_EXPIRED)
     _expired_sso_token(tmp_path / "home")
-    run = mailgate("-m", "access or aws", "--partition", "dev")
+    run = run_checks("-m", "access or aws", "--partition", "dev")
     parts = ["SSO login of profile Alpha002-Admin is missing or expired", "aws sso login --profile Alpha002-Admin"]
     assert_verdict(run, {name: parts for name in AWS_CHECKS})
 
@@ -301,38 +301,38 @@ def test_expired_sso_login_says_to_log_in(
 def test_refused_credentials_fail_at_once_with_the_next_step(
     aws_config: Callable[[str], None],
     aws_errors: AwsErrors,
-    mailgate: Mailgate,
+    run_checks: RunChecks,
     answer: tuple[int, str, str],
     parts: list[str],
 ) -> None:
     aws_errors.answer = answer
     aws_config(f"endpoint_url = {aws_errors.url}\n{STATIC_KEYS}")
-    run = mailgate("-m", "access or aws", "--partition", "dev")
+    run = run_checks("-m", "access or aws", "--partition", "dev")
     assert_verdict(run, {name: parts for name in AWS_CHECKS})
     assert sorted(aws_errors.actions) == ["DescribeStacks", "GetCallerIdentity"], "a refusal is not retried"
 
 
 def test_throttling_is_retried_in_standard_mode_then_fails_clearly(
-    aws_config: Callable[[str], None], aws_errors: AwsErrors, mailgate: Mailgate
+    aws_config: Callable[[str], None], aws_errors: AwsErrors, run_checks: RunChecks
 ) -> None:
     aws_errors.answer = (400, "Throttling", "Rate exceeded")
     aws_config(f"endpoint_url = {aws_errors.url}\n{STATIC_KEYS}")
-    run = mailgate("-m", "aws", "--partition", "dev")
+    run = run_checks("-m", "aws", "--partition", "dev")
     parts = ["AWS throttled profile Alpha002-Admin after retries (Rate exceeded)", "retry later"]
     assert_verdict(run, {"test_stack_status[dev]": parts, "test_exports[dev]": parts})
     assert aws_errors.actions == ["DescribeStacks"] * 4, "standard retry mode: 4 attempts, no more"
 
 
-def test_unreachable_endpoint_fails_naming_it(aws_config: Callable[[str], None], mailgate: Mailgate) -> None:
+def test_unreachable_endpoint_fails_naming_it(aws_config: Callable[[str], None], run_checks: RunChecks) -> None:
     with socket_closed_port() as port:
         aws_config(f"endpoint_url = http://127.0.0.1:{port}\n{STATIC_KEYS}")
-        run = mailgate("-m", "aws", "--partition", "dev")
+        run = run_checks("-m", "aws", "--partition", "dev")
     parts = ["AWS endpoint unreachable for profile Alpha002-Admin", f"127.0.0.1:{port}", "check the network"]
     assert_verdict(run, {"test_stack_status[dev]": parts, "test_exports[dev]": parts})
 
 
-def test_missing_stack_says_to_deploy(scenarios: Scenarios, mailgate: Mailgate) -> None:
-    run = mailgate("-m", "aws", "--partition", "dev")
+def test_missing_stack_says_to_deploy(scenarios: Scenarios, run_checks: RunChecks) -> None:
+    run = run_checks("-m", "aws", "--partition", "dev")
     parts = ["stack Alpha002-dev-Email does not exist in us-east-1 for profile Alpha002-Admin", "deploy"]
     assert_verdict(run, {"test_stack_status[dev]": parts, "test_exports[dev]": parts})
 
@@ -357,47 +357,47 @@ POSTMARK = "test_postmark_verified[dev]"
     ids=["401", "403-not-json", "malformed-json", "429-always", "503-always"],
 )
 def test_postmark_fault_fails_the_postmark_check(
-    scenarios: Scenarios, mailgate: Mailgate, fault: PostmarkFault, parts: list[str]
+    scenarios: Scenarios, run_checks: RunChecks, fault: PostmarkFault, parts: list[str]
 ) -> None:
     scenarios.seed("dev")
     scenarios.world.postmark.inject(fault)
-    run = mailgate("-m", "postmark", "--partition", "dev", "--postmark-wait", "1")
+    run = run_checks("-m", "postmark", "--partition", "dev", "--postmark-wait", "1")
     assert_verdict(run, {POSTMARK: ["PostmarkNonProd", *parts]})
     if fault.status in (429, 503):  # bounded: 1 request + 9 retries when rate limited, + 4 when failing
         assert len(scenarios.world.postmark.calls) == (10 if fault.status == 429 else 5)
 
 
 def test_postmark_404_says_the_url_is_wrong(
-    scenarios: Scenarios, mailgate: Mailgate, monkeypatch: pytest.MonkeyPatch
+    scenarios: Scenarios, run_checks: RunChecks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scenarios.seed("dev")
     monkeypatch.setenv("POSTMARK_API_URL", scenarios.world.postmark.url + "/v2")
-    run = mailgate("-m", "postmark", "--partition", "dev", "--postmark-wait", "1")
+    run = run_checks("-m", "postmark", "--partition", "dev", "--postmark-wait", "1")
     assert_verdict(
         run, {POSTMARK: ["/v2/domains?count=500&offset=0 answered 404", "no such endpoint", "POSTMARK_API_URL"]}
     )
 
 
-def test_postmark_422_510_says_the_domain_is_gone(scenarios: Scenarios, mailgate: Mailgate) -> None:
+def test_postmark_422_510_says_the_domain_is_gone(scenarios: Scenarios, run_checks: RunChecks) -> None:
     """Listed, then gone when read (deleted in between): the fake cannot race, so the transport answers 422/510."""
     scenarios.seed("dev")
     gone = httpx.Response(422, json={"ErrorCode": 510, "Message": "This domain was not found."})
     with respx.mock(assert_all_called=False) as router:
         read = router.get(path__regex=r"/domains/\d+$").mock(return_value=gone)
         router.route().pass_through()
-        run = mailgate("-m", "postmark", "--partition", "dev", "--postmark-wait", "1")
+        run = run_checks("-m", "postmark", "--partition", "dev", "--postmark-wait", "1")
     assert read.called
     assert_verdict(run, {POSTMARK: ["answered 422 (ErrorCode 510", "domain not found: was the partition deployed?"]})
 
 
-def test_postmark_timeout_says_to_check_the_network(scenarios: Scenarios, mailgate: Mailgate) -> None:
+def test_postmark_timeout_says_to_check_the_network(scenarios: Scenarios, run_checks: RunChecks) -> None:
     """A hang costs the client's 10 s timeout against the fake (test_sandbox_postmark does that); here the
     transport times out at once, to judge the verdict."""
     scenarios.seed("dev")
     with respx.mock(assert_all_called=False) as router:
         listing = router.get(path__regex=r"/domains$").mock(side_effect=httpx.ReadTimeout("timed out"))
         router.route().pass_through()
-        run = mailgate("-m", "postmark", "--partition", "dev", "--postmark-wait", "1")
+        run = run_checks("-m", "postmark", "--partition", "dev", "--postmark-wait", "1")
     assert listing.called
     assert_verdict(run, {POSTMARK: ["no answer within 10 s", "check the network"]})
 
@@ -408,11 +408,11 @@ def test_postmark_timeout_says_to_check_the_network(scenarios: Scenarios, mailga
     ids=["429-retry-after", "503-twice"],
 )
 def test_transient_postmark_failures_are_retried_and_pass(
-    scenarios: Scenarios, mailgate: Mailgate, fault: PostmarkFault, pause: float
+    scenarios: Scenarios, run_checks: RunChecks, fault: PostmarkFault, pause: float
 ) -> None:
     scenarios.seed("dev")
     scenarios.world.postmark.inject(fault)
-    run = mailgate("-m", "postmark", "--partition", "dev", "--postmark-wait", "1")
+    run = run_checks("-m", "postmark", "--partition", "dev", "--postmark-wait", "1")
     assert run.outcomes == {POSTMARK: "passed"}, run.messages
     calls = scenarios.world.postmark.calls
     assert [c.status for c in calls[:3]] == [fault.status, fault.status, 200]
@@ -433,23 +433,23 @@ CREDENTIAL_CHECKS = ("test_postmark_credential[dev]", POSTMARK)
     ],
 )
 def test_op_failing_or_empty_fails_both_credential_checks(
-    scenarios: Scenarios, mailgate: Mailgate, mode: str, parts: list[str]
+    scenarios: Scenarios, run_checks: RunChecks, mode: str, parts: list[str]
 ) -> None:
     scenarios.seed("dev")
     scenarios.world.set_op(mode=mode)
-    run = mailgate("-m", "access or postmark", "--partition", "dev")
+    run = run_checks("-m", "access or postmark", "--partition", "dev")
     reference = ["credential op://Arda-DevOAM/Postmark/credential", *parts]
     assert_verdict(run, {name: reference for name in CREDENTIAL_CHECKS})
 
 
 def test_op_missing_says_to_install_it(
-    scenarios: Scenarios, mailgate: Mailgate, monkeypatch: pytest.MonkeyPatch
+    scenarios: Scenarios, run_checks: RunChecks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scenarios.seed("dev")
     sandbox_bin = str(Path(scenarios.world.info.state_dir) / "bin")
     monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != sandbox_bin))
     assert shutil.which("op") is None, "this machine has a real op on PATH"
-    run = mailgate("-m", "access or postmark", "--partition", "dev")
+    run = run_checks("-m", "access or postmark", "--partition", "dev")
     parts = ["`op` is not on PATH; install the 1Password CLI"]
     assert_verdict(run, {name: parts for name in CREDENTIAL_CHECKS})
 
@@ -469,27 +469,27 @@ def _path_without(tmp_path: Path, *names: str) -> str:
 
 
 def test_npm_missing_fails_the_code_checks_as_command_not_found(
-    scenarios: Scenarios, mailgate: Mailgate, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    scenarios: Scenarios, run_checks: RunChecks, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("PATH", _path_without(tmp_path, "npm", "npx"))
     assert shutil.which("npm") is None
-    run = mailgate("-m", "code", "-k", "build or lint")
+    run = run_checks("-m", "code", "-k", "build or lint")
     parts = ["exited 127 (command not found)", "npm: command not found"]
     assert_verdict(run, {"test_build": ["`npm run build`", *parts], "test_lint": ["`npm run lint`", *parts]})
 
 
-def test_command_killed_by_a_signal_is_named(scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path) -> None:
+def test_command_killed_by_a_signal_is_named(scenarios: Scenarios, run_checks: RunChecks, tmp_path: Path) -> None:
     def killed(data: dict[str, Any]) -> None:
         data["infra"]["build"] = "echo building; kill -KILL $$"
 
-    run = mailgate("-m", "code", "-k", "build", "--partitions-file", variant(scenarios, tmp_path, killed))
+    run = run_checks("-m", "code", "-k", "build", "--partitions-file", variant(scenarios, tmp_path, killed))
     assert_verdict(run, {"test_build": ["was killed by SIGKILL (9)", "building"]})
 
 
 def test_missing_infra_repo_fails_every_code_check_naming_it(
-    scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path
+    scenarios: Scenarios, run_checks: RunChecks, tmp_path: Path
 ) -> None:
     missing = tmp_path / "no-such-infrastructure"
-    run = mailgate("-m", "code", "--infra-repo", str(missing))
+    run = run_checks("-m", "code", "--infra-repo", str(missing))
     parts = [str(missing), "does not exist", "--infra-repo"]
     assert_verdict(run, {f"test_{name}": parts for name in ("infra_repo_clean", "build", "lint", "unit_tests")})

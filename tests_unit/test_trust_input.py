@@ -225,13 +225,13 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
-def test_malformed_record_fails_its_check_naming_the_record(scenarios: Scenarios, mailgate: Any, case: str) -> None:
+def test_malformed_record_fails_its_check_naming_the_record(scenarios: Scenarios, run_checks: Any, case: str) -> None:
     where, value, check, expected = MALFORMED[case]
     seeded = scenarios.seed("dev")
     target = seeded.target
     name = {"zone": target.zone, "dmarc": target.dmarc_host, "dkim": target.dkim_host(seeded.dkim.selector)}[where]
     _upsert(scenarios, seeded, name, "TXT", [value])
-    run = mailgate("-m", "dns", "--partition", "dev")
+    run = run_checks("-m", "dns", "--partition", "dev")
     assert run.failed() == {f"{check}[dev]"}, run.messages
     message = run.messages[f"{check}[dev]"]
     assert name in message, message

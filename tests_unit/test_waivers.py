@@ -22,17 +22,17 @@ pytestmark = pytest.mark.postmerge
 
 
 @pytest.fixture
-def reached(partition, request):
+def reached(target, request):
     if request.node.name in ERROR:
         pytest.fail("not deployed: prod needs stage verified first", pytrace=False)
 
 
-def test_dmarc(partition, reached):
-    assert "test_dmarc[" + partition.partition + "]" not in FAIL, f"no DMARC record at _dmarc.{{partition.zone}}"
+def test_dmarc(target, reached):
+    assert "test_dmarc[" + target.name + "]" not in FAIL, f"no DMARC record at _dmarc.{{target.zone}}"
 
 
-def test_spf(partition):
-    assert "test_spf[" + partition.partition + "]" not in FAIL, "no SPF record"
+def test_spf(target):
+    assert "test_spf[" + target.name + "]" not in FAIL, "no SPF record"
 """
 
 WAIVER = """
