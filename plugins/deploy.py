@@ -8,12 +8,13 @@ confirmed it by name. Postmerge checks of a partition that was not deployed erro
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,7 @@ class DeployOutcome:
     confirmed_by: str | None
     interrupted: bool = False
     failure: str | None = None
+    confirmed_user: str | None = None  # the login of the operator who confirmed a production deploy
 
     def reason(self) -> str:
         if self.refused:
@@ -176,6 +178,8 @@ def deployed(target: Target, request: pytest.FixtureRequest) -> DeployOutcome | 
         outcome = gate.deploys.get(target.name)
         if outcome is None:
             outcome = _deploy(config, gate, target)
+            if outcome.confirmed_by:
+                outcome = replace(outcome, confirmed_user=_login())
             gate.deploys[target.name] = outcome
             request.node.user_properties.append(("mailgate_deploy", json.dumps(asdict(outcome))))
     if outcome.interrupted:  # report it (the sign-off's Deploy cell says so), then stop the run as Ctrl-C would
@@ -274,6 +278,14 @@ def _confirm(config: pytest.Config, target: Target) -> str | None:
         prompt = "\n".join(["", *accepted, f"Deploy production partition {target.name}? Type its name to confirm: "])
         typed = input(prompt).strip()
     return "prompt" if typed == target.name else None
+
+
+def _login() -> str:
+    """Who is running the deploy, as the execution log's gate note names them."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        return f"uid {os.getuid()}"
 
 
 def _say(config: pytest.Config, line: str) -> None:

@@ -29,6 +29,7 @@ from probes.secrets import known_secrets, redact
 CHECK_ATTR = "mailgate_check"
 TABLE = "evidence_table"
 MARKER_PHASES = ("preflight", "postmerge")
+KINDS = ("code", "synth", "access", "diff", "dns", "aws", "postmark", "deploy")
 CHECK_DIRS = ("tests_preflight", "tests_postmerge")
 MAX_PARTITIONS_IN_NAME = 100  # characters of the partitions part of a report's file name
 MAX_MARKERS_IN_NAME = 80
@@ -103,6 +104,7 @@ class CheckId:
     partition: str | None
     phase: str
     name: str
+    kind: str | None = None  # its finer marker (code, synth, access, diff, dns, aws, postmark, deploy)
 
 
 def check_id(item: pytest.Item) -> CheckId | None:
@@ -114,7 +116,8 @@ def check_id(item: pytest.Item) -> CheckId | None:
     name = item.nodeid.split("::", 1)[-1]
     if partition is not None and name.endswith(f"[{partition}]"):
         name = name[: -len(partition) - 2]
-    return CheckId(item.nodeid, partition, phase, name)
+    kind = next((k for k in KINDS if item.get_closest_marker(k)), None)
+    return CheckId(item.nodeid, partition, phase, name, kind)
 
 
 def report_check(report: pytest.TestReport) -> CheckId | None:

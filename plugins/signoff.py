@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from plugins.gates import Records, gate_updates, verification_cells
 from plugins.matrix import Matrix, build_matrix, matrix_html, matrix_markdown
 from plugins.partitions import SELECTION, Selection
 from plugins.report import CheckId, check_id, evidence_of, report_check, reports_dir, tables_of
@@ -40,6 +41,7 @@ from plugins.signoff_log import (
     cleared,
     render_table,
     update_file,
+    update_matrix_file,
     write_atomic,
 )
 from plugins.verdict import REASON_ATTR, ClosingSection
@@ -330,18 +332,18 @@ class Recorder:
         self.rows = self._rows(chosen)
         folder = reports_dir(self.config)
         log = self._update_log(chosen)
+        matrix = self._update_matrix(chosen)
         ended = datetime.now().astimezone()
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            document = self._document(chosen, ended, exitstatus, log)
+            document = self._document(chosen, ended, exitstatus, log, matrix)
             write_atomic(folder / "signoff.json", redact(json.dumps(document, indent=2, ensure_ascii=False)).encode())
             write_atomic(folder / "signoff.md", redact(self._markdown(ended, log)).encode())
         except OSError as exc:
             self.summary.append(f"sign-off NOT written to {folder}: {exc.strerror or exc}; fix --reports-dir")
         else:
             self.summary.append(f"sign-off: {folder / 'signoff.md'}, {folder / 'signoff.json'}")
-        if log is not None:
-            self.summary.append(log.message)
+        self.summary += [result.message for result in (log, matrix) if result is not None]
         self.summary += notes((r.check.nodeid, r.waiver) for r in self.results.values() if r.waiver)
         if not self.complete:
             self.summary.append("sign-off is INCOMPLETE: the run was interrupted")
@@ -352,12 +354,39 @@ class Recorder:
         results = [*self.results.values(), *(Result(c, "deselected") for c in self.deselected.values())]
         return partition_rows(chosen.targets, results, self.deploys, self.date, self.complete)
 
+    def records(self, chosen: Selection | None) -> Records:
+        """This run's records as signoff.json holds them: what the gate and verification rows are decided from."""
+        return Records.of(
+            {
+                "run": {"date": self.date, "partitions": [t.partition for t in chosen.targets] if chosen else []},
+                "checks": [_check_entry(result, 0) for result in self.results.values()],
+                "deselected": [asdict(check) for check in self.deselected.values()],
+                "deploys": list(self.deploys.values()),
+            }
+        )
+
     def _update_log(self, chosen: Selection | None) -> LogResult | None:
         if chosen is None or chosen.signoff_log is None:
             return None
-        return update_file(chosen.signoff_log, log_updates(self.rows))
+        spec = chosen.config.file.signoff.gates
+        decided = gate_updates(self.records(chosen), spec.entry_criteria, spec.production_confirmation)
+        return update_file(chosen.signoff_log, log_updates(self.rows), decided)
 
-    def _document(self, chosen: Selection | None, ended: datetime, exitstatus: int, log: LogResult | None) -> dict:
+    def _update_matrix(self, chosen: Selection | None) -> LogResult | None:
+        matrix = chosen.config.verification_file if chosen else None
+        if chosen is None or matrix is None:
+            return None
+        spec = chosen.config.file.signoff.verification
+        return update_matrix_file(matrix, verification_cells(self.records(chosen), spec.rows), spec.status_column)
+
+    def _document(
+        self,
+        chosen: Selection | None,
+        ended: datetime,
+        exitstatus: int,
+        log: LogResult | None,
+        matrix: LogResult | None = None,
+    ) -> dict:
         options = {name: getattr(self.config.option, name) for name in OPTIONS if hasattr(self.config.option, name)}
         head, head_problem = self.head
         head_at_end = _git_head(chosen.infra_repo)[0] if chosen else None
@@ -383,6 +412,9 @@ class Recorder:
             "rows": [dict(zip(HEADER, row.table_cells(), strict=True)) for row in self.rows],
             "deploys": list(self.deploys.values()),
             "log": {"path": str(log.path), "status": log.status, "message": log.message} if log else None,
+            "verification": (
+                {"path": str(matrix.path), "status": matrix.status, "message": matrix.message} if matrix else None
+            ),
             "checks": [_check_entry(result, MAX_EVIDENCE_LINES) for result in self.results.values()],
             "deselected": [asdict(check) for check in self.deselected.values()],
         }
@@ -444,6 +476,7 @@ def _check_entry(result: Result, evidence_lines: int | None) -> dict[str, Any]:
         "partition": result.check.partition,
         "phase": result.check.phase,
         "check": result.check.name,
+        "kind": result.check.kind,
         "nodeid": result.check.nodeid,
         "outcome": result.outcome,
         "duration": round(result.duration, 3),

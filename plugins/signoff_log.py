@@ -11,7 +11,7 @@ import fcntl
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,35 +116,177 @@ def update_text(text: str, updates: Sequence[RowUpdate]) -> tuple[str, tuple[str
     return "".join(content + ending for content, ending in lines), tuple(updated), tuple(added)
 
 
-def update_file(path: Path, updates: Sequence[RowUpdate]) -> LogResult:
-    """Update the log at `path`: atomically, under a lock on its folder, re-read inside it (no run loses an update)."""
-    if not updates:
+def update_file(path: Path, updates: Sequence[RowUpdate], gates: Sequence[GateUpdate] = ()) -> LogResult:
+    """Update the log at `path`: its cascade rows and its gate rows, in one atomic write under a lock on its folder,
+    re-read inside it (no run loses an update). A log without the cascade table is left untouched; one without
+    the gate table gets its cascade rows, and the message says the gates were not set."""
+    if not updates and not gates:
         return LogResult(path, "unchanged", f"execution log {path}: no partition row to update")
+    notes: list[str] = []
+    rows: dict[str, tuple[str, ...]] = {}
+
+    def change(text: str) -> tuple[str, list[str]]:
+        new, updated, added = update_text(text, updates) if updates else (text, (), ())
+        rows.update(updated=updated, added=added)
+        parts = [f"updated {', '.join(updated)}" if updated else "", f"added {', '.join(added)}" if added else ""]
+        if gates:
+            try:
+                new, decided, missing = update_gates(new, gates)
+            except TableProblem as exc:
+                notes.append(f"gate rows not set: {exc}")
+            else:
+                parts.append(f"gates set: {', '.join(decided)}" if decided else "")
+                notes.extend(f"no gate row starting {prefix!r}; add one or fix signoff.gates" for prefix in missing)
+        return new, [p for p in parts if p]
+
+    result = _rewrite(path, "execution log", "fix signoff.log / --signoff-log", change)
+    message = "; ".join([result.message, *notes])
+    if result.status != "updated":
+        return LogResult(path, result.status, message)
+    return LogResult(path, result.status, message, rows["updated"], rows["added"])
+
+
+def update_matrix_file(path: Path, cells: Mapping[str, str], column: str) -> LogResult:
+    """Set the `column` cell of the verification matrix rows named by `cells` (row id → cell), atomically under the
+    lock; a file without such a table is left untouched, and the message says so."""
+    if not cells:
+        return LogResult(path, "unchanged", f"verification matrix {path}: no row decided by this run")
+    missing: list[str] = []
+
+    def change(text: str) -> tuple[str, list[str]]:
+        new, updated, absent = update_matrix(text, cells, column)
+        missing.extend(absent)
+        return new, [f"updated {', '.join(updated)}"] if updated else []
+
+    result = _rewrite(path, "verification matrix", "fix signoff.verification.file", change)
+    if missing and result.status != "untouched":
+        note = f"no row {', '.join(missing)} (rows are found by their id in the first column)"
+        return LogResult(path, result.status, f"{result.message}; {note}")
+    return result
+
+
+def _rewrite(path: Path, what: str, fix: str, change: Callable[[str], tuple[str, list[str]]]) -> LogResult:
+    """Read `path` under the folder's lock, apply `change` (new text, what it did), write it back atomically."""
     try:
         with _locked(path.parent):
             try:
                 raw = path.read_bytes()
             except FileNotFoundError:
-                return _untouched(path, "file not found; create it or fix signoff.log / --signoff-log")
+                return _untouched(path, f"file not found; create it or {fix}", what)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                return _untouched(path, f"not UTF-8 text (byte {exc.start}); save it as UTF-8")
+                return _untouched(path, f"not UTF-8 text (byte {exc.start}); save it as UTF-8", what)
             try:
-                new, updated, added = update_text(text, updates)
+                new, done = change(text)
             except TableProblem as exc:
-                return _untouched(path, str(exc))
+                return _untouched(path, str(exc), what)
             if new == text:
-                return LogResult(path, "unchanged", f"execution log {path}: already up to date")
+                return LogResult(path, "unchanged", f"{what} {path}: already up to date")
             write_atomic(path, new.encode("utf-8"))
     except OSError as exc:
-        return _untouched(path, f"cannot update it: {exc.strerror or exc}; check the path and its permissions")
-    parts = [f"updated {', '.join(updated)}" if updated else "", f"added {', '.join(added)}" if added else ""]
-    return LogResult(path, "updated", f"execution log {path}: {'; '.join(p for p in parts if p)}", updated, added)
+        return _untouched(path, f"cannot update it: {exc.strerror or exc}; check the path and its permissions", what)
+    return LogResult(path, "updated", f"{what} {path}: {'; '.join(done) or 'updated'}")
 
 
-def _untouched(path: Path, why: str) -> LogResult:
-    return LogResult(path, "untouched", f"execution log {path} left untouched: {why}")
+@dataclass(frozen=True)
+class GateUpdate:
+    """A gate row this run decided: the row whose Gate text starts with `prefix` gets `status` and `date`."""
+
+    prefix: str
+    status: str
+    date: str
+
+
+GATE_HEADER = ("Gate", "Status", "Date")
+
+
+def update_gates(text: str, gates: Sequence[GateUpdate]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """`text` with the Status and Date cells of the decided gate rows set; (new text, prefixes set, prefixes with
+    no row). Raises TableProblem when there is no `| Gate | Status | Date |` table."""
+    lines = list(_split_lines(text))
+    tables = [(at, end) for at, end, names in _tables(lines) if tuple(names) == GATE_HEADER]
+    if not tables:
+        raise TableProblem(f"no gate table with the header | {' | '.join(GATE_HEADER)} |")
+    header_at, end = tables[0]
+    decided: list[str] = []
+    missing: list[str] = []
+    for gate in gates:
+        at = next(
+            (i for i in range(header_at + 2, end) if _plain(_first_cell(lines[i][0])).startswith(gate.prefix)), None
+        )
+        if at is None:
+            missing.append(gate.prefix)
+            continue
+        content, ending = lines[at]
+        new = _set_cells(content, len(GATE_HEADER), {1: gate.status, 2: gate.date})
+        lines[at] = (new, ending)
+        decided.append(gate.prefix)
+    return "".join(content + ending for content, ending in lines), tuple(decided), tuple(missing)
+
+
+def update_matrix(text: str, cells: Mapping[str, str], column: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """`text` with the `column` cell of each row whose first cell is one of `cells`' ids set; (new text, ids set,
+    ids with no row). Raises TableProblem when no table has that column."""
+    lines = list(_split_lines(text))
+    tables = [(at, end, names) for at, end, names in _tables(lines) if column.lower() in (n.lower() for n in names)]
+    if not tables:
+        raise TableProblem(f"no table with a {column!r} column (and the row ids in its first column)")
+    found: set[str] = set()
+    updated: list[str] = []
+    for header_at, end, names in tables:
+        index = [n.lower() for n in names].index(column.lower())
+        for at in range(header_at + 2, end):
+            row_id = _plain(_first_cell(lines[at][0]))
+            if row_id not in cells or row_id in found:
+                continue
+            found.add(row_id)
+            content, ending = lines[at]
+            new = _set_cells(content, len(names), {index: cell_text(cells[row_id])})
+            if new != content:
+                lines[at] = (new, ending)
+                updated.append(row_id)
+    missing = tuple(row_id for row_id in cells if row_id not in found)
+    return "".join(content + ending for content, ending in lines), tuple(updated), missing
+
+
+def _tables(lines: list[tuple[str, str]]) -> Iterator[tuple[int, int, list[str]]]:
+    """Every Markdown table: (header line index, index after its last row, header names)."""
+    at = 0
+    while at < len(lines) - 1:
+        content = lines[at][0]
+        if "|" in content and _is_delimiter(lines[at + 1][0]):
+            end = at + 2
+            while end < len(lines) and _is_table_line(lines, end):
+                end += 1
+            yield at, end, _names(content)
+            at = end
+        else:
+            at += 1
+
+
+def _first_cell(line: str) -> str:
+    cells = _cells(line)
+    return cells[0][2] if cells else ""
+
+
+def _set_cells(content: str, width: int, values: Mapping[int, str]) -> str:
+    """The row with the cells at `values`' indexes replaced (padding kept); a short row gets its missing cells."""
+    cells = _cells(content)
+    if len(cells) < width:
+        base = content.rstrip()
+        base += "" if _PIPE.search(base[-1:]) else " |"
+        content = base + " |" * (width - len(cells))
+        cells = _cells(content)
+    for index in sorted(values, reverse=True):
+        start, end, raw = cells[index]
+        if raw.strip() != values[index]:
+            content = content[:start] + _with_padding(raw, values[index]) + content[end:]
+    return content
+
+
+def _untouched(path: Path, why: str, what: str = "execution log") -> LogResult:
+    return LogResult(path, "untouched", f"{what} {path} left untouched: {why}")
 
 
 def _split_lines(text: str) -> Iterator[tuple[str, str]]:

@@ -12,12 +12,15 @@ import pytest
 
 from plugins.signoff_log import (
     HEADER,
+    GateUpdate,
     RowUpdate,
     TableProblem,
     cell_text,
     render_table,
     signoff_cell,
     update_file,
+    update_gates,
+    update_matrix_file,
     update_text,
 )
 
@@ -224,3 +227,96 @@ def test_render_table_has_the_cascade_header() -> None:
         "| --- | --- | --- | --- | --- | --- | --- |",
         "| dev | A | P | — | — | — | — |",
     ]
+
+
+GATE_ROWS = {
+    "entry": "| Entry criteria verified (1P all four vaults, AWS SSO both profiles, DMARC mailbox confirmed) "
+    "| ✅ 2026-05-26 | 2026-05-26 |",
+    "confirm": "| Production deploy confirmation given | ⏳ pending | — |",
+}
+
+
+def test_gate_rows_set_status_and_date_and_nothing_else() -> None:
+    gates = [
+        GateUpdate("Entry criteria verified", "❌ 2026-06-02 1 failed: test_aws_identity[prod]", "2026-06-02"),
+        GateUpdate(
+            "Production deploy confirmation given", "✅ 2026-06-02 — prod confirmed by jmp (prompt)", "2026-06-02"
+        ),
+    ]
+    new, decided, missing = update_gates(LOG, gates)
+    entry = GATE_ROWS["entry"].replace(
+        "| ✅ 2026-05-26 | 2026-05-26 |", "| ❌ 2026-06-02 1 failed: test_aws_identity[prod] | 2026-06-02 |"
+    )
+    confirm = "| Production deploy confirmation given | ✅ 2026-06-02 — prod confirmed by jmp (prompt) | 2026-06-02 |"
+    assert new == LOG.replace(GATE_ROWS["entry"], entry).replace(GATE_ROWS["confirm"], confirm)
+    assert (decided, missing) == (("Entry criteria verified", "Production deploy confirmation given"), ())
+
+
+def test_gate_rows_in_the_same_write_as_the_cascade_rows(tmp_path: Path) -> None:
+    log = tmp_path / "log.md"
+    log.write_bytes(LOG.replace("\n", "\r\n").encode())
+    gate = GateUpdate(
+        "Production deploy confirmation given", "✅ 2026-06-02 — prod confirmed by jmp (prompt)", "2026-06-02"
+    )
+    result = update_file(log, [_update("prod", verified="✅ 2026-06-02")], [gate, GateUpdate("Run-4 PR", "✅", "x")])
+    assert result.message == (
+        f"execution log {log}: updated prod; gates set: Production deploy confirmation given; "
+        "no gate row starting 'Run-4 PR'; add one or fix signoff.gates"
+    )
+    row = "| prod | Alpha001 | PostmarkProd | ✅ 2026-05-26 | ✅ 2026-05-26 | ✅ 2026-06-02 | 2026-06-02 |"
+    confirm = "| Production deploy confirmation given | ✅ 2026-06-02 — prod confirmed by jmp (prompt) | 2026-06-02 |"
+    expected = LOG.replace(ROW["prod"], row).replace(GATE_ROWS["confirm"], confirm).replace("\n", "\r\n")
+    assert log.read_bytes() == expected.encode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.md"]
+
+
+def test_a_log_without_the_gate_table_gets_its_cascade_rows_and_says_the_gates_were_not_set(tmp_path: Path) -> None:
+    log = tmp_path / "log.md"
+    log.write_text(LOG.replace("| Gate | Status | Date |", "| Step | Status | Date |"), encoding="utf-8")
+    gate = GateUpdate("Entry criteria verified", "✅ 2026-06-02", "2026-06-02")
+    result = update_file(log, [_update("dev", verified="✅ 2026-06-02")], [gate])
+    assert result.status == "updated"
+    assert result.message.endswith("gate rows not set: no gate table with the header | Gate | Status | Date |")
+    assert "| Step | Status | Date |" in log.read_text(encoding="utf-8")
+
+
+MATRIX = (Path(__file__).parent / "data" / "verification.md").read_text(encoding="utf-8")
+
+
+def test_verification_rows_set_only_their_status_cell(tmp_path: Path) -> None:
+    matrix = tmp_path / "verification.md"
+    matrix.write_text(MATRIX, encoding="utf-8")
+    cells = {
+        "V-PART-DNS-dev": "✅ 2026-06-02",
+        "V-PART-DNS-stage": "❌ 2026-06-02 test_dkim",
+        "V-PART-POSTMARK-prod": "✅ 2026-06-02",
+        "V-PART-DNS-qa": "✅ 2026-06-02",
+    }
+    result = update_matrix_file(matrix, cells, "Status")
+    assert result.message == (
+        f"verification matrix {matrix}: updated V-PART-DNS-dev, V-PART-DNS-stage, V-PART-POSTMARK-prod; "
+        "no row V-PART-DNS-qa (rows are found by their id in the first column)"
+    )
+    expected = (
+        MATRIX.replace(
+            "| `V-PART-DNS-dev` | dev zone delegated; SPF, DMARC, DKIM, Return-Path resolve | dig | ⏳ |",
+            "| `V-PART-DNS-dev` | dev zone delegated; SPF, DMARC, DKIM, Return-Path resolve | dig | ✅ 2026-06-02 |",
+        )
+        .replace("| dig |  ⏳  |", "| dig |  ❌ 2026-06-02 test_dkim  |")
+        .replace("| Postmark API |\n", "| Postmark API | ✅ 2026-06-02 |\n")
+    )
+    assert matrix.read_text(encoding="utf-8") == expected
+    assert update_matrix_file(matrix, cells, "Status").status == "unchanged"
+
+
+def test_a_matrix_without_such_a_table_is_left_alone_and_says_so(tmp_path: Path) -> None:
+    matrix = tmp_path / "verification.md"
+    original = MATRIX.replace("| Status |", "| Outcome |").encode()
+    matrix.write_bytes(original)
+    result = update_matrix_file(matrix, {"V-PART-DNS-dev": "✅ 2026-06-02"}, "Status")
+    assert result.status == "untouched"
+    assert result.message == (
+        f"verification matrix {matrix} left untouched: no table with a 'Status' column (and the row ids in its "
+        "first column)"
+    )
+    assert matrix.read_bytes() == original

@@ -105,7 +105,7 @@ def test_a_waiver_past_its_expiry_does_not_waive(project: pytest.Pytester) -> No
             "*the waiver for test_dmarc (the DMARC mailbox moves next week; until 2000-01-31, by Jane Operator) "
             f"expired on 2000-01-31 ({project.path / 'waivers.yaml'}:2); fix the check or renew the waiver: "
             "no DMARC record at _dmarc.dev.*",
-            f"waiver expired on 2000-01-31: tests_postmerge/test_post.py::test_dmarc[[]dev[]] failed; *waivers.yaml:2",
+            "waiver expired on 2000-01-31: tests_postmerge/test_post.py::test_dmarc[[]dev[]] failed; *waivers.yaml:2",
         ]
     )
     assert _verified(project, "dev") == f"❌ {TODAY} 1 failed: test_dmarc"
@@ -118,7 +118,8 @@ def test_a_waiver_whose_check_passes_is_no_longer_needed(project: pytest.Pyteste
     result.stdout.fnmatch_lines(
         [
             "waiver no longer needed: tests_postmerge/test_post.py::test_dmarc[[]dev[]] passed; remove test_dmarc "
-            f"(the DMARC mailbox moves next week; until 2999-12-31, by Jane Operator) from {project.path}/waivers.yaml:2"
+            "(the DMARC mailbox moves next week; until 2999-12-31, by Jane Operator) "
+            f"from {project.path}/waivers.yaml:2"
         ]
     )
     assert _verified(project, "dev") == f"✅ {TODAY}"
@@ -213,4 +214,5 @@ def _stopped(project: pytest.Pytester, result: pytest.RunResult, says: str) -> N
     result.stderr.fnmatch_lines([f"ERROR: {project.path / 'waivers.yaml'}:{says}"])
     errors = [line for line in result.stderr.lines if line.strip()]
     assert len(errors) == 1, result.stderr.str()
-    assert "passed" not in result.stdout.str() and "failed" not in result.stdout.str()
+    assert "passed" not in result.stdout.str()
+    assert "failed" not in result.stdout.str()
