@@ -257,7 +257,9 @@ def signoff_markdown(
 
 def result_of(entry: Mapping[str, Any]) -> Result:
     """A check's Result back from its signoff.json entry (what mailgate-merge reads from each shard)."""
-    check = CheckId(str(entry["nodeid"]), entry["partition"], str(entry["phase"]), str(entry["check"]))
+    check = CheckId(
+        str(entry["nodeid"]), entry["partition"], str(entry["phase"]), str(entry["check"]), entry.get("kind")
+    )
     return Result(
         check,
         str(entry["outcome"]),
