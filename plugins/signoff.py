@@ -360,7 +360,7 @@ class Recorder:
         """This run's records as signoff.json holds them: what the gate and verification rows are decided from."""
         return Records.of(
             {
-                "run": {"date": self.date, "partitions": [t.partition for t in chosen.targets] if chosen else []},
+                "run": {"date": self.date, "partitions": [t.name for t in chosen.targets] if chosen else []},
                 "checks": [_check_entry(result, 0) for result in self.results.values()],
                 "deselected": [asdict(check) for check in self.deselected.values()],
                 "deploys": list(self.deploys.values()),

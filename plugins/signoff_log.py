@@ -259,7 +259,7 @@ def _tables(lines: list[tuple[str, str]]) -> Iterator[tuple[int, int, list[str]]
             end = at + 2
             while end < len(lines) and _is_table_line(lines, end):
                 end += 1
-            yield at, end, _names(content)
+            yield at, end, _cell_texts(content)
             at = end
         else:
             at += 1
