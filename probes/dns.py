@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import ipaddress
 import socket
@@ -281,6 +282,32 @@ async def observe_zone(
         resolver_answers=tuple(resolver_answers),
         lookups=parent_lookups + zone_lookups,
     )
+
+
+async def ask_more(
+    obs: ZoneObservation,
+    queries: Sequence[tuple[str, str]],
+    *,
+    port: int = 53,
+    timeout: float = 3.0,
+    retries: int = DEFAULT_RETRIES,
+) -> ZoneObservation:
+    """`obs` with `queries` also asked of every delegated server (not the resolvers): for names learnt only after
+    the zone was observed, such as the DKIM hosts Postmark names. Questions already answered are not asked again."""
+    asked = {(name_of(a.qname), a.rtype) for a in obs.answers}
+    new = [(q, t.upper()) for q, t in dict.fromkeys(queries) if (name_of(q), t.upper()) not in asked]
+    if not new:
+        return obs
+    asker = _Asker((), port, timeout, retries)
+    answers = await asyncio.gather(
+        *(
+            asker.ask((address, port), q, t, host)
+            for host, addresses in obs.servers.items()
+            for address in addresses
+            for q, t in new
+        )
+    )
+    return dataclasses.replace(obs, answers=obs.answers + tuple(answers))
 
 
 async def observe_zones(

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probes import aws, cdk, dns, postmark
+from probes import aws, cdk, dns, postmark, sending_domain
 from probes.config import Target
 from probes.pacing import Quota
 from probes.secrets import CredentialError, Secret, resolve
@@ -151,6 +151,8 @@ async def _observe(
     stack, zone = await stack_and_zone
     zone_observation, dns_problem = await dns_task
     postmark_observation, postmark_problem = await postmark_task
+    if zone_observation is not None and postmark_observation is not None and postmark_observation.domain:
+        zone_observation = await _postmark_keys(zone_observation, postmark_observation.domain, target, settings)
     return PartitionObservation(
         target=target,
         context=context,
@@ -203,6 +205,17 @@ async def _dns(
     except ValueError as exc:
         return None, f"DNS settings: {exc}"
     return observed, None
+
+
+async def _postmark_keys(
+    zone: dns.ZoneObservation, domain: postmark.Domain, target: Target, settings: Settings
+) -> dns.ZoneObservation:
+    """The zone, also asked for the DKIM keys Postmark names (a rotation's pending or revoked key, a current key the
+    context does not name): known only once Postmark has answered, so a second round, and only when there are."""
+    hosts = sending_domain.dkim_hosts(domain, target.zone)
+    return await dns.ask_more(
+        zone, [(h, "TXT") for h in hosts], port=settings.nameserver_port, timeout=settings.dns_timeout
+    )
 
 
 async def _postmark(

@@ -1,9 +1,14 @@
 """The Postmark Domains API: find a sending domain, read it, trigger verification and poll for the result.
 
 Account endpoints authenticate with the header `X-Postmark-Account-Token`. Verification is asynchronous
-(the seeds: the first `verifyDkim` answer is often "not yet"), so `observe_domain` triggers it and polls
-with a bounded deadline. The token lives only in the HTTP client's headers: no observation, error,
-repr or attempt record holds it, and every message passes through `secrets.redact`.
+(the first `verifyDkim` answer is often "not yet"), so `observe_domain` triggers it and polls with a bounded
+deadline. A domain the account does not list is looked up among its Sender Signatures (`GET /senders`), a
+separate collection. The token lives only in the HTTP client's headers: no observation, error, repr or attempt
+record holds it, and every message passes through `secrets.redact`.
+
+References: https://postmarkapp.com/developer/api/domains-api (fields, endpoints),
+https://postmarkapp.com/developer/api/signatures-api (`GET /senders`),
+https://postmarkapp.com/developer/api/overview (HTTP response codes, API error codes).
 """
 
 from __future__ import annotations
@@ -18,16 +23,18 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, Self, TypeVar, cast
 from urllib.parse import urlencode
 
 import httpx
 
 from probes.secrets import Secret, redact
 from probes.text import clip
+
+T = TypeVar("T")
 
 TOKEN_HEADER = "X-Postmark-Account-Token"
 PAGE_SIZE = 500  # the API's maximum `count`
@@ -53,7 +60,9 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Domain:
-    """A Postmark sending domain as `GET /domains/{id}` describes it."""
+    """A Postmark sending domain as `GET /domains/{id}` describes it (the Domains API page; postmark.js
+    `DomainDetails`, postmark-python `Domain`). `dkim_verified` is "whether DKIM has ever been verified": it stays
+    true after the key leaves DNS and through a rotation, so it is never a verdict by itself."""
 
     id: int
     name: str
@@ -67,6 +76,10 @@ class Domain:
     return_path_verified: bool
     return_path_cname_value: str
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    weak_dkim: bool = False  # "DKIM is using a strength weaker than 1024 bit"
+    dkim_revoked_host: str = ""  # the key a finished rotation replaced
+    dkim_revoked_text_value: str = ""
+    safe_to_remove_revoked_key: bool = False  # SafeToRemoveRevokedKeyFromDNS
 
     @classmethod
     def from_json(cls, data: Any) -> Domain:
@@ -89,17 +102,38 @@ class Domain:
             return_path_verified=_field(data, "ReturnPathDomainVerified", bool),
             return_path_cname_value=_field(data, "ReturnPathDomainCNAMEValue", str),
             raw=dict(data),
+            weak_dkim=_field(data, "WeakDKIM", bool),
+            dkim_revoked_host=_field(data, "DKIMRevokedHost", str),
+            dkim_revoked_text_value=_field(data, "DKIMRevokedTextValue", str),
+            safe_to_remove_revoked_key=_field(data, "SafeToRemoveRevokedKeyFromDNS", bool),
         )
 
     @property
+    def rotating(self) -> bool:
+        """A new key waits in the Pending fields for Postmark to see it in DNS (a rotation, or the first key)."""
+        return bool(self.dkim_pending_host) or self.dkim_update_status == "Pending"
+
+    @property
     def verified(self) -> bool:
-        return self.dkim_verified and self.return_path_verified
+        """Postmark has nothing left to confirm: DKIM verified with no key pending, and the Return-Path verified."""
+        return self.dkim_verified and not self.rotating and self.return_path_verified
 
     @property
     def selector(self) -> str | None:
         """The DKIM selector of the current key (else of the pending one), like `20260526234343pm`."""
         host = self.dkim_host or self.dkim_pending_host
         return host.split("._domainkey.", 1)[0] if "._domainkey." in host else None
+
+
+@dataclass(frozen=True)
+class SenderSignature:
+    """One item of `GET /senders`: a confirmed (or not) From address, which is not a Domain (Sender Signatures API;
+    postmark.js `Signature`, postmark-python `SenderSignatureListItem`)."""
+
+    id: int
+    domain: str
+    email_address: str
+    confirmed: bool
 
 
 @dataclass(frozen=True)
@@ -115,6 +149,7 @@ class PostmarkObservation:
     verified_return_path: bool  # Return-Path verified in the last answer
     error: str | None  # one line: what failed and what to do
     deadline_hit: bool  # the wait ended before both were verified
+    senders: tuple[SenderSignature, ...] = ()  # the account's Sender Signatures of this domain, when it is no Domain
 
     @property
     def triggered(self) -> tuple[str, ...]:
@@ -222,7 +257,7 @@ class PostmarkClient:
         self._rate_limited_retries = rate_limited_retries
         self._limiter = limiter or RateLimiter.shared()
         self._backoff = backoff
-        self._listing: asyncio.Future[tuple[dict[str, int] | PostmarkError, tuple[Attempt, ...]]] | None = None
+        self._listings: dict[str, asyncio.Future[tuple[object, tuple[Attempt, ...]]]] = {}
         self._http = httpx.AsyncClient(
             base_url=self.api_url,
             headers={TOKEN_HEADER: token.reveal(), "Accept": "application/json"},
@@ -249,24 +284,34 @@ class PostmarkClient:
         The account's listing is read once per client and shared by every domain looked up through it
         (concurrent callers wait for the same pages); each caller's attempts include those pages.
         """
-        if self._listing is None:
-            self._listing = asyncio.ensure_future(self._list_domains())
-        ids, pages = await asyncio.shield(self._listing)
-        attempts = _ATTEMPTS.get()
-        if attempts is not None:
-            attempts.extend(pages)
-        if isinstance(ids, PostmarkError):
-            raise ids
+        ids = await self._shared("domains", self._domain_ids)
         domain_id = ids.get(_norm(name))
         return None if domain_id is None else await self.get_domain(domain_id)
 
-    async def _list_domains(self) -> tuple[dict[str, int] | PostmarkError, tuple[Attempt, ...]]:
-        """Every domain of the account, name -> ID (the first of a name wins), or why the listing failed;
-        and the attempts it took, each noted as shared."""
+    async def sender_signatures(self, name: str) -> tuple[SenderSignature, ...]:
+        """The account's Sender Signatures whose domain is `name` (case and trailing dot ignored); the account's
+        listing is read once per client, as the domains' is."""
+        signatures = await self._shared("senders", self._sender_signatures)
+        return tuple(s for s in signatures if _norm(s.domain) == _norm(name))
+
+    async def _shared(self, listing: str, read: Callable[[], Awaitable[T]]) -> T:
+        """The result of `read`, started by the first caller and awaited by every other; raises what it raised.
+        Each caller's attempts get the pages it took, noted as shared."""
+        if listing not in self._listings:
+            self._listings[listing] = asyncio.ensure_future(self._read_shared(read))
+        found, pages = await asyncio.shield(self._listings[listing])
+        attempts = _ATTEMPTS.get()
+        if attempts is not None:
+            attempts.extend(pages)
+        if isinstance(found, PostmarkError):
+            raise found
+        return cast(T, found)
+
+    async def _read_shared(self, read: Callable[[], Awaitable[object]]) -> tuple[object, tuple[Attempt, ...]]:
         pages: list[Attempt] = []
         _ATTEMPTS.set(pages)  # this task's own context: the pages are recorded here, then given to each caller
         try:
-            found: dict[str, int] | PostmarkError = await self._domain_ids()
+            found: object = await read()
         except PostmarkError as exc:
             found = exc
         return found, tuple(replace(a, note=f"{a.note}; the account's listing, shared") for a in pages)
@@ -288,6 +333,27 @@ class PostmarkClient:
             if not listed or offset >= total:
                 return ids
         raise self._shape_error("GET", "/domains", f"more than {MAX_PAGES} pages of domains; the listing never ends")
+
+    async def _sender_signatures(self) -> tuple[SenderSignature, ...]:
+        found: list[SenderSignature] = []
+        offset = 0
+        for _ in range(MAX_PAGES):
+            path = "/senders"
+            page = await self._request("GET", path, {"count": PAGE_SIZE, "offset": offset})
+            total, listed = self._page(page, path, offset, "SenderSignatures")
+            found += (
+                SenderSignature(
+                    id=item["ID"] if isinstance(item.get("ID"), int) else -1,
+                    domain=str(item.get("Domain", "")),
+                    email_address=str(item.get("EmailAddress", "")),
+                    confirmed=item.get("Confirmed") is True,
+                )
+                for item in listed
+            )
+            offset += len(listed)
+            if not listed or offset >= total:
+                return tuple(found)
+        raise self._shape_error("GET", "/senders", f"more than {MAX_PAGES} pages of sender signatures")
 
     async def get_domain(self, domain_id: int) -> Domain:
         return self._domain("GET", f"/domains/{domain_id}", await self._request("GET", f"/domains/{domain_id}"))
@@ -358,7 +424,7 @@ class PostmarkClient:
             _record(method, shown, status, started, at, note=note)
             raise PostmarkError(
                 f"Postmark {method} {self.api_url}{shown} answered {status}{_detail(code, message, response)}: "
-                f"{self._advice(status, code, attempt)}",
+                f"{self._advice(status, code, attempt, path)}",
                 status=status,
                 error_code=code,
             )
@@ -370,28 +436,45 @@ class PostmarkClient:
         ceiling = min(self._backoff * 2 ** (attempt - 1), MAX_BACKOFF)
         return ceiling * random.uniform(0.5, 1.0), "backoff"
 
-    def _advice(self, status: int, code: int | None, attempts: int) -> str:
+    def _advice(self, status: int, code: int | None, attempts: int, path: str) -> str:
+        """The next step, by the documented meaning of the answer (API overview, "HTTP response codes" and "API error
+        codes"). postmark.js (src/client/errors/ErrorHandler.ts), postmark-gem (lib/postmark/error.rb) and
+        postmark-python (postmark/exceptions.py) read them alike: 401 a bad token; 422 an input error whose meaning
+        is its ErrorCode; 404 not an input error but "Entity doesn't exist ... ensure the endpoint and ID you are
+        requesting are correct". Whether a domain exists is read from the account's listing, never from an error."""
+        whose = f"account {self.account}" if self.account else "the account"
         if status == 401:
-            whose = f"account {self.account}" if self.account else "the account"
             return f"the token of {whose} ({self._reference}) was rejected: check the credential reference"
-        if status == 422 and code == 510:
-            return "domain not found: was the partition deployed?"
+        domain_id = _domain_id(path)
+        if domain_id is not None and code is not None and (status == 404 or (status == 422 and code == 510)):
+            meaning = "404 Entity doesn't exist" if status == 404 else "ErrorCode 510 This domain was not found"
+            return (
+                f"{whose} has no domain with ID {domain_id} ({meaning}), though its listing named it: it was deleted "
+                "meanwhile, or the listing is stale; rerun, and check the domain in the Postmark console"
+            )
         if status == 403 and code is None:
             return "a proxy or firewall answered 403 (not JSON); check HTTPS_PROXY and the network path to Postmark"
         if status == 404:
-            return "no such endpoint: check postmark.api_url / POSTMARK_API_URL"
+            what = "Postmark's error JSON" if code is not None else "no Postmark error JSON"
+            return (
+                f"no such endpoint (404 Entity doesn't exist, with {what}): check postmark.api_url / POSTMARK_API_URL"
+            )
+        if status == 422:
+            return (
+                f"Postmark refused the request as invalid (422, ErrorCode {code}): see the API overview's error codes"
+            )
         if status == 429:
             return f"still rate limited after {attempts} attempts; wait a minute and rerun"
         if status >= 500:
             return f"Postmark failed {attempts} times; check https://status.postmarkapp.com and rerun later"
         return "the request was refused; see the ErrorCode in Postmark's API reference"
 
-    def _page(self, page: Any, path: str, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    def _page(self, page: Any, path: str, offset: int, items: str = "Domains") -> tuple[int, list[dict[str, Any]]]:
         total = page.get("TotalCount") if isinstance(page, dict) else None
-        listed = page.get("Domains") if isinstance(page, dict) else None
+        listed = page.get(items) if isinstance(page, dict) else None
         if not isinstance(total, int) or not isinstance(listed, list) or not all(isinstance(d, dict) for d in listed):
             shown = f"{path}?{urlencode({'count': PAGE_SIZE, 'offset': offset})}"
-            raise self._shape_error("GET", shown, "expected {TotalCount: int, Domains: [...]}")
+            raise self._shape_error("GET", shown, f"expected {{TotalCount: int, {items}: [...]}}")
         return total, listed
 
     def _domain(self, method: str, path: str, data: Any) -> Domain:
@@ -412,24 +495,24 @@ async def observe_domain(
 ) -> PostmarkObservation:
     """Find `name` and, until both DKIM and Return-Path are verified or `wait` seconds pass, poll it.
 
-    With `verify`, first PUT verifyDkim / verifyReturnPath for whichever is not verified yet; without
-    it, only read (never a PUT). Polls GET every `interval` seconds, growing by half up to 5 s.
-    API failures become `error`; the observation is returned either way.
+    With `verify`, first PUT verifyDkim (DKIM not verified, or a key pending) / verifyReturnPath for whichever
+    is not done yet; without it, only read (never a PUT). Polls GET every `interval` seconds, growing by half up
+    to 5 s. A domain the account does not list is looked for among its Sender Signatures. API failures become
+    `error`; the observation is returned either way.
     """
     attempts: list[Attempt] = []
     context = _ATTEMPTS.set(attempts)
     deadline = time.monotonic() + wait
     domain: Domain | None = None
     error: str | None = None
+    senders: tuple[SenderSignature, ...] = ()
     try:
         domain = await client.find_domain(name)
         if domain is None:
-            error = (
-                f"domain {name} is not among the domains of Postmark account {account} at {client.api_url}: "
-                "was the partition deployed?"
-            )
+            senders = await client.sender_signatures(name)
+            error = _not_a_domain(name, account, client.api_url, senders)
         else:
-            if verify and not domain.dkim_verified:
+            if verify and _dkim_to_confirm(domain):
                 domain = await client.verify_dkim(domain.id)
             if verify and not domain.return_path_verified:
                 domain = await client.verify_return_path(domain.id)
@@ -451,15 +534,35 @@ async def observe_domain(
         verified_return_path=domain is not None and domain.return_path_verified,
         error=error,
         deadline_hit=error is None and domain is not None and not domain.verified,
+        senders=senders,
     )
 
 
+def _not_a_domain(name: str, account: str, api_url: str, senders: tuple[SenderSignature, ...]) -> str:
+    where = f"Postmark account {account} at {api_url}"
+    if not senders:
+        return (
+            f"domain {name} is not among the domains of {where}, nor of its Sender Signatures: "
+            "was the partition deployed?"
+        )
+    shown = ", ".join(f"{s.email_address} (ID {s.id}, {'' if s.confirmed else 'NOT '}confirmed)" for s in senders)
+    return (
+        f"{name} exists in {where} only as Sender Signature {shown}, not as a Domain (GET /domains does not list "
+        f"it): add it as a Domain (POST /domains with Name {name}; the deploy's pre-deploy step does), then deploy"
+    )
+
+
+def _dkim_to_confirm(domain: Domain) -> bool:
+    """DKIM has something for Postmark to check in DNS: never verified, or a new key pending."""
+    return not domain.dkim_verified or domain.rotating
+
+
 async def _look_again(client: PostmarkClient, domain: Domain, verify: bool) -> Domain:
-    """Poll once. Verifying, ask Postmark to check again (the seeds: the second verifyDkim came back verified,
-    while the Console waited for its next scheduled check); read-only, just read."""
+    """Poll once. Verifying, ask Postmark to check again (the second verifyDkim often comes back verified, while
+    the Console waits for its next scheduled check); read-only, just read."""
     if not verify:
         return await client.get_domain(domain.id)
-    if not domain.dkim_verified:
+    if _dkim_to_confirm(domain):
         domain = await client.verify_dkim(domain.id)
     if not domain.return_path_verified:
         domain = await client.verify_return_path(domain.id)
@@ -513,6 +616,12 @@ def _field(data: dict[str, Any], key: str, kind: type, *, required: bool = False
     if not isinstance(value, kind):
         raise ValueError(f"{key} must be {kind.__name__}, got {clip(repr(value))}")
     return value
+
+
+def _domain_id(path: str) -> str | None:
+    """The ID in `/domains/{id}` and `/domains/{id}/...`; None for any other path."""
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    return parts[1] if len(parts) >= 2 and parts[0].lower() == "domains" and parts[1].isdigit() else None
 
 
 def _norm(name: str) -> str:

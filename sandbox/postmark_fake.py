@@ -2,11 +2,13 @@
 
 Faithful to https://postmarkapp.com/developer/api/domains-api: account endpoints need the header
 `X-Postmark-Account-Token`; `GET /domains?count=&offset=` (both required, count at most 500),
-`POST /domains`, `GET /domains/{id}`, `PUT /domains/{id}/verifyDkim`, `PUT /domains/{id}/verifyReturnPath`;
-paths are case-insensitive; errors are `{"ErrorCode": int, "Message": str}` with Postmark's codes
-(10 bad token, 510 domain not found, 512 domain exists, 514-516 bad name). DKIM verification is
-asynchronous: `verifyDkim` looks the key up in DNS and, when DNS serves it, the domain turns verified
-`verify_delay` seconds later (seen by the next call or GET). Tokens are never logged or recorded.
+`POST /domains`, `GET /domains/{id}`, `PUT /domains/{id}/verifyDkim`, `PUT /domains/{id}/verifyReturnPath`,
+`POST /domains/{id}/rotatedkim`; and `GET /senders?count=&offset=` of the Sender Signatures API
+(https://postmarkapp.com/developer/api/signatures-api). Paths are case-insensitive; errors are
+`{"ErrorCode": int, "Message": str}` with the codes of https://postmarkapp.com/developer/api/overview#error-codes
+(10 bad token, 505 DKIM already being renewed, 510 domain not found, 512 domain exists, 514-516 bad name).
+DKIM verification is asynchronous: `verifyDkim` looks the key up in DNS and, when DNS serves it, the domain
+turns verified `verify_delay` seconds later (seen by the next call or GET). Tokens are never logged or recorded.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -39,6 +41,11 @@ RETURN_PATH_TARGET = "pm.mtasv.net"
 SPF_TEXT_VALUE = "v=spf1 a mx include:spf.mtasv.net ~all"
 TOKEN_HEADER = "X-Postmark-Account-Token"
 MAX_COUNT = 500
+# Postmark issues 1024-bit RSA keys: the Domains API page and support article 1113 show
+# `p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQ...`, the DER prefix of a 1024-bit SubjectPublicKeyInfo, and the blog post
+# "Upgrading and Rotating DKIM Keys" says new signatures get 1024-bit keys (its first keys were 768-bit).
+KEY_BITS = 1024
+WEAK_BITS = 1024  # Domains API, WeakDKIM: "DKIM is using a strength weaker than 1024 bit"
 MAX_BODY = 1_000_000
 DNS_TIMEOUT = 1.0
 HANG_LIMIT = 120.0
@@ -70,6 +77,9 @@ _FULL_FIELDS = (
     "ID",
 )
 _LIST_FIELDS = ("Name", "SPFVerified", "DKIMVerified", "WeakDKIM", "ReturnPathDomainVerified", "ID")
+# GET /senders list items, as postmark.js src/client/models/senders/Signature.ts (`Signature`) and postmark-python
+# postmark/models/signatures/schemas.py (`SenderSignatureListItem`) read them
+_SENDER_FIELDS = ("Domain", "EmailAddress", "ReplyToEmailAddress", "Name", "Confirmed", "ID")
 
 
 class FakeApiError(Exception):
@@ -137,25 +147,45 @@ class _ArmedFault:
 class _Domain:
     account: str
     record: dict[str, Any]
-    stuck: bool = False
+    stuck: bool = False  # DKIM never verifies
+    stuck_return_path: bool = False
     verify_at: float | None = None
+    revoked_at: float | None = None  # when the revoked key was revoked, until it is safe to remove from DNS
 
 
 class PostmarkFake:
     """The Postmark Domains API for some accounts, verifying against a DNS server at `dns` (address, port)."""
 
-    def __init__(self, accounts: Mapping[str, str], dns: tuple[str, int], verify_delay: float = 1.0) -> None:
+    def __init__(
+        self,
+        accounts: Mapping[str, str],
+        dns: tuple[str, int],
+        verify_delay: float = 1.0,
+        *,
+        revoke_grace: float = 600.0,
+        key_bits: int = KEY_BITS,
+    ) -> None:
+        """`revoke_grace`: seconds from a rotation's end until its revoked key is safe to remove from DNS, longer than
+        a run (Postmark's support article 1305 says to wait "a few days", for mail signed with the old key to
+        arrive); `confirm_dkim(safe=True)` ends it at once. `key_bits`: the size of the RSA keys it issues."""
         tokens = list(accounts.values())
         if len(set(tokens)) != len(tokens) or not all(tokens):
             raise ValueError(f"accounts {sorted(accounts)}: each needs its own non-empty token")
         self._tokens = dict(accounts)
         self._dns = dns
         self.verify_delay = verify_delay
+        self.revoke_grace = revoke_grace
+        self.key_bits = key_bits
+        # an unknown domain ID: 404, "Entity doesn't exist" (API overview, HTTP response codes; postmark.js
+        # test/integration/Domains.test.ts expects 404 deleting a domain that is gone). The overview's error code
+        # list also has 510 "This domain was not found" for 422 answers: set 422 to serve that form.
+        self.not_found_status = 404
         self.latency = 0.0
         self.dns_timeout = DNS_TIMEOUT
         self.calls: list[Call] = []
         self._lock = threading.Lock()
         self._domains: dict[int, _Domain] = {}
+        self._senders: list[tuple[str, dict[str, Any]]] = []
         self._faults: list[_ArmedFault] = []
         self._ids = itertools.count(36737)
         self._server: _Server | None = None
@@ -221,14 +251,59 @@ class PostmarkFake:
             found.record.update(fields)
             if any(key.startswith("DKIM") for key in fields):
                 found.verify_at = None
+            if "SafeToRemoveRevokedKeyFromDNS" in fields or "DKIMRevokedHost" in fields:
+                found.revoked_at = None
 
-    def stuck(self, account: str, name: str, stuck: bool = True) -> None:
-        """A stuck domain never verifies (DKIM nor Return-Path), whatever DNS serves."""
+    def create_sender(self, account: str, email: str, name: str = "Mail", *, confirmed: bool = True) -> dict[str, Any]:
+        """Add a Sender Signature (an address, not a Domain: the two are separate collections of the account)."""
+        self._known_account(account)
+        with self._lock:
+            record = {
+                "Domain": email.rsplit("@", 1)[-1],
+                "EmailAddress": email,
+                "ReplyToEmailAddress": "",
+                "Name": name,
+                "Confirmed": confirmed,
+                "ID": next(self._ids),
+            }
+            self._senders.append((account, record))
+            return dict(record)
+
+    def rotate(self, account: str, name: str) -> dict[str, Any]:
+        """Rotate a domain's DKIM key as `POST /domains/{id}/rotatedkim` does; raises FakeApiError as the API would."""
         with self._lock:
             found = self._require(account, name)
-            found.stuck = stuck
-            if stuck:
+            return self._rotate_record(found)
+
+    def stuck(self, account: str, name: str, stuck: bool = True, *, dkim: bool = True) -> None:
+        """A stuck domain never verifies, whatever DNS serves: the Return-Path, and DKIM unless `dkim` is false."""
+        with self._lock:
+            found = self._require(account, name)
+            found.stuck = stuck and dkim
+            found.stuck_return_path = stuck
+            if found.stuck:
                 found.verify_at = None
+
+    def confirm_dkim(self, account: str, name: str, *, safe: bool = False) -> dict[str, Any]:
+        """`PUT verifyDkim` (the key is looked up in DNS), then let time pass: the verification completes now if DNS
+        served the key; with `safe`, a revoked key's grace ends too. Returns the record."""
+        with self._lock:
+            domain_id = str(self._require(account, name).record["ID"])
+        self._verify_dkim(account, domain_id)
+        with self._lock:
+            found = self._by_id(account, domain_id)
+            if found.verify_at is not None:
+                found.verify_at = time.monotonic()
+            self._settle(found)
+            if safe and found.revoked_at is not None:
+                found.revoked_at = -self.revoke_grace
+            return self._full(found)
+
+    def delete_domain(self, account: str, name: str) -> None:
+        """Remove a domain, as `DELETE /domains/{id}` does (its Sender Signatures, if any, stay)."""
+        with self._lock:
+            found = self._require(account, name)
+            del self._domains[found.record["ID"]]
 
     def inject(self, fault: PostmarkFault) -> None:
         with self._lock:
@@ -245,11 +320,13 @@ class PostmarkFake:
             return [call for call in self.calls if call.method != "GET"]
 
     def reset(self) -> None:
-        """Forget domains, calls and faults (IDs stay unique for the server's life)."""
+        """Forget domains, senders, calls and faults (IDs stay unique for the server's life)."""
         with self._lock:
             self._domains.clear()
+            self._senders.clear()
             self._faults.clear()
             self.calls.clear()
+        self.not_found_status = 404
 
     # the API
 
@@ -263,6 +340,11 @@ class PostmarkFake:
                 return self._get(account, domain_id)
             case "verify_dkim":
                 return self._verify_dkim(account, domain_id)
+            case "rotate_dkim":
+                with self._lock:
+                    return self._rotate_record(self._by_id(account, domain_id))
+            case "senders":
+                return self._list_senders(account, query)
             case _:
                 return self._verify_return_path(account, domain_id)
 
@@ -275,6 +357,15 @@ class PostmarkFake:
                 self._settle(found)
             page = [{key: found.record[key] for key in _LIST_FIELDS} for found in mine[offset : offset + count]]
         return {"TotalCount": len(mine), "Domains": page}
+
+    def _list_senders(self, account: str, query: Mapping[str, list[str]]) -> dict[str, Any]:
+        # count and offset are required and count is at most 500, as for GET /domains (Sender Signatures API page)
+        count = _int_param(query, "count", 1, MAX_COUNT)
+        offset = _int_param(query, "offset", 0, None)
+        with self._lock:
+            mine = [record for owner, record in self._senders if owner == account]
+            page = [{key: record[key] for key in _SENDER_FIELDS} for record in mine[offset : offset + count]]
+        return {"TotalCount": len(mine), "SenderSignatures": page}
 
     def _create(self, account: str, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -289,8 +380,8 @@ class PostmarkFake:
         return_path = body.get("ReturnPathDomain") or ""
         if not isinstance(return_path, str):
             raise FakeApiError(422, 511, "Invalid fields supplied: ReturnPathDomain must be a string.")
-        key = _new_public_key()
-        selector = datetime.now(UTC).strftime("%Y%m%d%H%M%S") + "pm"
+        key = _new_public_key(self.key_bits)
+        selector = _selector(datetime.now(UTC))
         with self._lock:
             if self._by_name(account, name) is not None:
                 raise FakeApiError(422, 512, "Domain already exists.")
@@ -301,7 +392,7 @@ class PostmarkFake:
                 "SPFHost": name,
                 "SPFTextValue": SPF_TEXT_VALUE,
                 "DKIMVerified": False,
-                "WeakDKIM": False,
+                "WeakDKIM": self.key_bits < WEAK_BITS,
                 "DKIMHost": "",
                 "DKIMTextValue": "",
                 "DKIMPendingHost": f"{selector}._domainkey.{name}",
@@ -323,12 +414,17 @@ class PostmarkFake:
             return self._full(self._by_id(account, raw_id))
 
     def _verify_dkim(self, account: str, raw_id: str) -> dict[str, Any]:
+        """Look the pending key up in DNS (a new domain's first key, or a rotation's new one); with no key pending,
+        the unverified current one. A verified domain stays verified whatever DNS serves now: the Domains API
+        documents DKIMVerified as "whether DKIM has ever been verified ... this response will stay true, even if
+        the record is later removed from DNS"."""
         with self._lock:
             found = self._by_id(account, raw_id)
             self._settle(found)
-            if found.record["DKIMVerified"] or found.verify_at is not None:
-                return self._full(found)
             record = found.record
+            pending = bool(record["DKIMPendingHost"])
+            if (record["DKIMVerified"] and not pending) or found.verify_at is not None:
+                return self._full(found)
             host = record["DKIMPendingHost"] or record["DKIMHost"]
             expected = _p_value(record["DKIMPendingTextValue"] or record["DKIMTextValue"])
         served = self._dkim_keys(host) if host else []
@@ -344,7 +440,7 @@ class PostmarkFake:
         with self._lock:
             found = self._by_id(account, raw_id)
             expected = dns.name.from_text(found.record["ReturnPathDomainCNAMEValue"])
-            found.record["ReturnPathDomainVerified"] = not found.stuck and target == expected
+            found.record["ReturnPathDomainVerified"] = not found.stuck_return_path and target == expected
             return self._full(found)
 
     # helpers (callers hold the lock where they touch domains)
@@ -380,23 +476,58 @@ class PostmarkFake:
     def _by_id(self, account: str, raw_id: str) -> _Domain:
         found = self._domains.get(int(raw_id)) if raw_id.isdigit() else None
         if found is None or found.account != account:
-            raise FakeApiError(422, 510, "This domain was not found.")
+            raise FakeApiError(self.not_found_status, 510, "This domain was not found.")
         return found
 
-    def _settle(self, found: _Domain) -> None:
-        """Finish a DKIM verification whose delay has passed: the pending key becomes the current one."""
-        if found.verify_at is None or time.monotonic() < found.verify_at:
-            return
+    def _rotate_record(self, found: _Domain) -> dict[str, Any]:
+        """A new key in the Pending fields (DKIMUpdateStatus Pending) until DNS serves it and verifyDkim sees it;
+        the current key keeps signing meanwhile (support article 1305, "How often should I rotate a DKIM key").
+        A key already pending cannot be rotated: postmark-gem's integration spec
+        (spec/integration/account_api_client_spec.rb) expects 422 "This DKIM is already being renewed." for a
+        new domain, and the API overview's error codes name 505 "DKIM already scheduled for renewal"."""
+        self._settle(found)
         record = found.record
+        if record["DKIMUpdateStatus"] == "Pending" or record["DKIMPendingHost"]:
+            raise FakeApiError(422, 505, "This DKIM is already being renewed.")
+        issued = datetime.now(UTC)
+        current = record["DKIMHost"].split("._domainkey.", 1)[0]
+        while _selector(issued) == current:  # a new selector, also when rotating within the second of the last one
+            issued += timedelta(seconds=1)
         record.update(
-            DKIMVerified=True,
-            DKIMHost=record["DKIMPendingHost"] or record["DKIMHost"],
-            DKIMTextValue=record["DKIMPendingTextValue"] or record["DKIMTextValue"],
-            DKIMPendingHost="",
-            DKIMPendingTextValue="",
-            DKIMUpdateStatus="Verified",
+            DKIMPendingHost=f"{_selector(issued)}._domainkey.{record['Name']}",
+            DKIMPendingTextValue=f"k=rsa; p={_new_public_key(self.key_bits)}",
+            DKIMUpdateStatus="Pending",
         )
         found.verify_at = None
+        return self._full(found)
+
+    def _settle(self, found: _Domain) -> None:
+        """Finish a DKIM verification whose delay has passed: the pending key becomes the current one, and a key it
+        replaces moves to the Revoked fields, safe to remove from DNS `revoke_grace` seconds later (support article
+        1305: Postmark revokes the original key once the new one verifies; its TXT record can go a few days later)."""
+        now = time.monotonic()
+        record = found.record
+        if found.verify_at is not None and now >= found.verify_at:
+            if record["DKIMPendingHost"] and record["DKIMHost"]:
+                record.update(
+                    DKIMRevokedHost=record["DKIMHost"],
+                    DKIMRevokedTextValue=record["DKIMTextValue"],
+                    SafeToRemoveRevokedKeyFromDNS=False,
+                )
+                found.revoked_at = found.verify_at
+            record.update(
+                DKIMVerified=True,
+                DKIMHost=record["DKIMPendingHost"] or record["DKIMHost"],
+                DKIMTextValue=record["DKIMPendingTextValue"] or record["DKIMTextValue"],
+                DKIMPendingHost="",
+                DKIMPendingTextValue="",
+                DKIMUpdateStatus="Verified",
+            )
+            record["WeakDKIM"] = _key_bits(_p_value(record["DKIMTextValue"])) < WEAK_BITS
+            found.verify_at = None
+        if found.revoked_at is not None and now >= found.revoked_at + self.revoke_grace:
+            record["SafeToRemoveRevokedKeyFromDNS"] = True
+            found.revoked_at = None
 
     def _full(self, found: _Domain) -> dict[str, Any]:
         self._settle(found)
@@ -473,11 +604,25 @@ def _p_value(text: str) -> str:
     return ""
 
 
-def _new_public_key() -> str:
-    """Base64 of a fresh RSA-2048 SubjectPublicKeyInfo, as Postmark publishes after `p=`."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+def _new_public_key(bits: int) -> str:
+    """Base64 of a fresh RSA SubjectPublicKeyInfo of `bits` bits, as Postmark publishes after `p=`."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits).public_key()
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(der).decode("ascii")
+
+
+def _key_bits(key: str) -> int:
+    """The size of an RSA public key given as base64 DER (0 when it is not one)."""
+    try:
+        public = serialization.load_der_public_key(base64.b64decode(key, validate=True))
+    except ValueError:
+        return 0
+    return public.key_size if isinstance(public, rsa.RSAPublicKey) else 0
+
+
+def _selector(issued: datetime) -> str:
+    """A selector as Postmark issues them: the UTC time of issue and `pm` (`20260526234343pm`, the seeds' dev)."""
+    return issued.strftime("%Y%m%d%H%M%S") + "pm"
 
 
 def _fault_answer(fault: PostmarkFault) -> tuple[int, bytes, str, dict[str, str]]:
@@ -505,6 +650,10 @@ _ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("GET", re.compile(r"/domains/([^/]+)"), "get"),
     ("PUT", re.compile(r"/domains/([^/]+)/verifydkim"), "verify_dkim"),
     ("PUT", re.compile(r"/domains/([^/]+)/verifyreturnpath"), "verify_return_path"),
+    # POST, as postmark-gem (lib/postmark/account_api_client.rb, rotate_domain_dkim), postmark.js
+    # (AccountClient.rotateDomainDKIM) and postmark-python (DomainManager.rotate_dkim) send it
+    ("POST", re.compile(r"/domains/([^/]+)/rotatedkim"), "rotate_dkim"),
+    ("GET", re.compile(r"/senders"), "senders"),
 )
 
 
@@ -575,7 +724,10 @@ class _Handler(BaseHTTPRequestHandler):
                     return 200, fake._api(action, account, body, query, match.group(1) if match.groups() else "")
                 except FakeApiError as exc:
                     return exc.status, {"ErrorCode": exc.code, "Message": exc.message}
-        served = "GET|POST /domains, GET /domains/{id}, PUT /domains/{id}/verifyDkim|verifyReturnPath"
+        served = (
+            "GET|POST /domains, GET /domains/{id}, PUT /domains/{id}/verifyDkim|verifyReturnPath, "
+            "POST /domains/{id}/rotatedkim, GET /senders"
+        )
         return 404, {"ErrorCode": 0, "Message": f"No such endpoint: {self.command} {path}; the fake serves {served}."}
 
     def _read_body(self) -> bytes | None:

@@ -11,7 +11,7 @@ import base64
 import secrets
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +258,50 @@ def _rekey(scenarios: Scenarios, seeded: Seeded, *, selector: str | None = None,
     seeded.dkim = new
 
 
+def _rotate(
+    scenarios: Scenarios,
+    seeded: Seeded,
+    *,
+    publish: bool = True,
+    confirm: bool = True,
+    context: str = "old",
+    old_record: bool = True,
+    new_record: bool = True,
+    safe: bool = False,
+) -> None:
+    """A DKIM key rotation of the partition's domain (`POST /domains/{id}/rotatedkim`), taken as far as asked:
+    `publish` the new key in the zone; `confirm` (Postmark saw it: the old key is revoked, `safe` to remove once its
+    grace has passed); `context` "old" or "new" is the key cdk.context.json names; `old_record`/`new_record` say
+    which records the zone keeps afterwards."""
+    postmark, target = scenarios.world.postmark, seeded.target
+    pending = postmark.rotate(target.postmark_account, target.zone)
+    host, text = pending["DKIMPendingHost"], pending["DKIMPendingTextValue"]
+    if publish:
+        _records(scenarios, seeded, [("UPSERT", host, "TXT", [_txt(text)])])
+        if confirm:
+            done = postmark.confirm_dkim(target.postmark_account, target.zone, safe=safe)
+            assert done["DKIMHost"] == host, f"the fake did not confirm the rotation: {done}"
+    if not old_record:
+        _records(scenarios, seeded, [("DELETE", target.dkim_host(seeded.dkim.selector), "TXT", [])])
+    if publish and not new_record:
+        _records(scenarios, seeded, [("DELETE", host, "TXT", [])])
+    if context == "new":
+        entry = replace(seeded.dkim, selector=host.split("._domainkey.")[0], public_key=text.split("p=", 1)[1].strip())
+        write_context(Path(scenarios.world.info.infra_repo), target.context_key, entry)
+        seeded.dkim = entry
+
+
+def _rotated(**how: Any) -> Callable[[Scenarios, Seeded], None]:
+    return lambda scenarios, seeded: _rotate(scenarios, seeded, **how)
+
+
+def _sender_only(scenarios: Scenarios, seeded: Seeded) -> None:
+    """The partition's domain exists in Postmark as a Sender Signature (an address), not as a Domain."""
+    postmark, target = scenarios.world.postmark, seeded.target
+    postmark.delete_domain(target.postmark_account, target.zone)
+    postmark.create_sender(target.postmark_account, f"mail@{target.zone}", "Arda mail")
+
+
 TEMPLATE_DEFECTS: dict[str, Callable[[dict[str, Any], Target], dict[str, Any]]] = {
     "missing-export": _without_export,
     "foreign-arn": _foreign_arn,
@@ -343,6 +387,19 @@ DEFECTS: dict[str, Callable[[Scenarios, Seeded], None]] = {
     # s=tlsrpt (RFC 8460 §3) limits the key to TLS reports: not for mail
     "dkim-not-for-email": lambda s, d: _dkim_text(s, d, "v=DKIM1; k=rsa; s=tlsrpt; p={key}"),
     "dkim-unknown-key-type": lambda s, d: _dkim_text(s, d, "v=DKIM1; k=dsa; p={key}"),
+    # Postmark, as its API documents it (probes/sending_domain.py): defects (healthy variations: VARIATIONS)
+    "postmark-weak-dkim": lambda s, d: s.world.postmark.set_domain(
+        d.target.postmark_account, d.target.zone, WeakDKIM=True
+    ),
+    "postmark-return-path-unverified": lambda s, d: (
+        s.world.postmark.set_domain(d.target.postmark_account, d.target.zone, ReturnPathDomainVerified=False),
+        s.world.postmark.stuck(d.target.postmark_account, d.target.zone, dkim=False),
+    ),
+    "rotation-pending": _rotated(publish=False),
+    "rotation-context-old-key": _rotated(),
+    "rotation-key-left-dns": _rotated(new_record=False),
+    "rotation-revoked-in-dns-safe": _rotated(context="new", safe=True),
+    "postmark-sender-signature-only": _sender_only,
 }
 
 # Healthy shapes receivers accept: each must leave every check green.
@@ -352,6 +409,10 @@ VARIATIONS: dict[str, Callable[[Scenarios, Seeded], None]] = {
     "dkim-no-spaces": lambda s, d: _dkim_text(s, d, "v=DKIM1;k=rsa;p={key}"),
     # Postmark issues 1024-bit RSA keys: accepted (RFC 8301 §3.2), recorded as evidence
     "dkim-1024-bit": lambda s, d: _rekey(s, d, key=_rsa_key(1024)),
+    # a DKIM key rotation (Postmark support article 1305), healthy at each stage mailgate can see through
+    "rotation-pending-in-dns": _rotated(confirm=False, context="new", old_record=False),
+    "rotation-revoked-in-dns-not-yet-safe": _rotated(context="new"),
+    "rotation-done": _rotated(context="new", old_record=False, safe=True),
 }
 
 

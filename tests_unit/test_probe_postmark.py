@@ -146,6 +146,7 @@ def test_domains_of_one_account_share_one_listing_and_each_shows_it(mock: respx.
     )
     for i, name in ((1, "dev.ardamails.com"), (2, "stage.ardamails.com")):
         mock.get(f"/domains/{i}").respond(json=_domain_json(i, name, dkim=True, rp=True))
+    senders = mock.get("/senders").respond(json={"TotalCount": 0, "SenderSignatures": []})
     names = ("dev.ardamails.com", "stage.ardamails.com", "demo.ardamails.com")
 
     async def scenario() -> list[PostmarkObservation]:
@@ -168,6 +169,8 @@ def test_domains_of_one_account_share_one_listing_and_each_shows_it(mock: respx.
     assert demo.domain is None
     assert demo.error is not None
     assert "demo.ardamails.com is not among the domains" in demo.error
+    assert [a.path for a in demo.attempts[1:]] == ["/senders?count=500&offset=0"]
+    assert senders.call_count == 1
 
 
 def test_a_failed_listing_fails_every_domain_of_the_account_with_its_cause(mock: respx.MockRouter) -> None:
@@ -212,19 +215,41 @@ FAULTS: dict[str, tuple[list[Any], list[str], int]] = {
         ],
         1,
     ),
+    # 404 is "Entity doesn't exist ... ensure the endpoint and ID you are requesting are correct" (API overview);
+    # without Postmark's error JSON it is not Postmark saying so, and the URL is the suspect
     "404": (
         [httpx.Response(404, text="Not Found")],
-        ["answered 404 (not JSON: 'Not Found')", "no such endpoint: check postmark.api_url / POSTMARK_API_URL"],
+        [
+            "answered 404 (not JSON: 'Not Found')",
+            "no such endpoint (404 Entity doesn't exist, with no Postmark error JSON): "
+            "check postmark.api_url / POSTMARK_API_URL",
+        ],
         1,
     ),
+    "404-domain-id": (
+        [_error(404, 510, "This domain was not found.")],
+        [
+            "answered 404 (ErrorCode 510: This domain was not found.)",
+            "account PostmarkNonProd has no domain with ID 7 (404 Entity doesn't exist), though its listing named it",
+        ],
+        1,
+    ),
+    # 510 is "This domain was not found" in the overview's API error codes, which come with 422
     "422-510": (
         [_error(422, 510, "This domain was not found.")],
-        ["answered 422 (ErrorCode 510: This domain was not found.)", "domain not found: was the partition deployed?"],
+        [
+            "answered 422 (ErrorCode 510: This domain was not found.)",
+            "account PostmarkNonProd has no domain with ID 7 (ErrorCode 510 This domain was not found), though its "
+            "listing named it: it was deleted meanwhile, or the listing is stale; rerun",
+        ],
         1,
     ),
     "422-other": (
         [_error(422, 511, "Invalid fields supplied.")],
-        ["answered 422 (ErrorCode 511: Invalid fields supplied.)", "the request was refused"],
+        [
+            "answered 422 (ErrorCode 511: Invalid fields supplied.)",
+            "Postmark refused the request as invalid (422, ErrorCode 511): see the API overview's error codes",
+        ],
         1,
     ),
     "403-proxy": (
@@ -290,7 +315,7 @@ def test_each_fault_gives_one_clear_line_without_the_token(mock: respx.MockRoute
     _assert_no_token(message, repr(error))
 
 
-@pytest.mark.parametrize("fault", ["401", "422-510", "403-proxy", "timeout", "malformed-json"])
+@pytest.mark.parametrize("fault", ["401", "404-domain-id", "422-510", "403-proxy", "timeout", "malformed-json"])
 def test_a_fault_during_observation_is_its_error(mock: respx.MockRouter, fault: str) -> None:
     answers, fragments, _ = FAULTS[fault]
     mock.get("/domains").mock(return_value=_listing(_domain_json(7)))
@@ -487,6 +512,8 @@ def test_wait_deadline_hit(mock: respx.MockRouter) -> None:
 
 def test_domain_not_found_is_an_explained_error(mock: respx.MockRouter) -> None:
     mock.get("/domains").mock(return_value=_listing(_domain_json(8, "stage.ardamails.com")))
+    other = {"ID": 3, "Domain": "stage.ardamails.com", "EmailAddress": "mail@stage.ardamails.com", "Confirmed": True}
+    mock.get("/senders").respond(json={"TotalCount": 1, "SenderSignatures": [other]})
 
     async def scenario() -> PostmarkObservation:
         async with _client() as client:
@@ -494,11 +521,27 @@ def test_domain_not_found_is_an_explained_error(mock: respx.MockRouter) -> None:
 
     observation = _run(scenario())
     assert observation.domain is None
+    assert observation.senders == ()
     assert observation.error == (
-        f"domain {NAME} is not among the domains of Postmark account PostmarkNonProd at {API}: "
-        "was the partition deployed?"
+        f"domain {NAME} is not among the domains of Postmark account PostmarkNonProd at {API}, nor of its Sender "
+        "Signatures: was the partition deployed?"
     )
     assert not observation.deadline_hit
+
+
+def test_a_listing_404_means_no_such_endpoint_even_with_postmark_json(mock: respx.MockRouter) -> None:
+    mock.get("/domains").respond(404, json={"ErrorCode": 0, "Message": "Not found"})
+
+    async def scenario() -> PostmarkObservation:
+        async with _client() as client:
+            return await observe_domain(client, "PostmarkNonProd", NAME, wait=0, verify=False)
+
+    observation = _run(scenario())
+    assert observation.error is not None
+    assert observation.error.endswith(
+        "answered 404 (ErrorCode 0: Not found): no such endpoint (404 Entity doesn't exist, with Postmark's error "
+        "JSON): check postmark.api_url / POSTMARK_API_URL"
+    )
 
 
 # --- rate limiting and secrets -----------------------------------------------------------------------
