@@ -197,7 +197,6 @@ def test_dkim(target: Target, observed: PartitionObservation, mailgate_observer:
         "step so it writes the selector Postmark issued (DKIMHost before ._domainkey.)"
     )
     host = target.dkim_host(context.selector)
-    domain = observed.postmark.domain if observed.postmark else None
     evidence.add(
         f"cdk.context.json {target.context_key}", [f"selector {context.selector}", f"key {context.public_key}"]
     )
@@ -219,18 +218,10 @@ def test_dkim(target: Target, observed: PartitionObservation, mailgate_observer:
         if record.text is not None and record.public_key != expected:
             where = _first_difference(record.public_key, expected)
             problems.append(f"p= at {host} differs from cdk.context.json's dkimPublicKey{where}")
-        if record.text is not None and domain is not None:
-            postmark_keys = [
-                mailauth.parse_dkim(value).public_key
-                for value in (domain.dkim_text_value, domain.dkim_pending_text_value)
-                if value
-            ]
-            if record.public_key not in postmark_keys:
-                problems.append("p= in DNS equals neither Postmark's DKIMTextValue nor its DKIMPendingTextValue")
         return problems
 
-    if domain is None:
-        evidence.add("Postmark DKIM", "not compared: Postmark was not observed (see test_postmark_verified)")
+    # Postmark's keys against cdk.context.json (and DNS at the hosts this check does not ask) are
+    # test_postmark_verified's to judge: one defect, one failing check
     problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(host, "TXT")], judge)
     for key in judged:
         evidence.add(f"DKIM key at {host}", [key.key_summary, *key.notes, *(f"t={f}" for f in key.flags)])
