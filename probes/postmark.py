@@ -163,10 +163,15 @@ class PostmarkObservation:
             return f"{where}: {self.error}"
         span = (self.attempts[-1].at - self.attempts[0].at).total_seconds() if self.attempts else 0.0
         return (
-            f"{where}: DKIM {'verified' if self.verified_dkim else 'NOT verified'}, "
+            f"{where}: DKIM {self._dkim_state()}, "
             f"Return-Path {'verified' if self.verified_return_path else 'NOT verified'} "
             f"({len(self.attempts)} requests over {span:.1f} s{', deadline hit' if self.deadline_hit else ''})"
         )
+
+    def _dkim_state(self) -> str:
+        if not self.verified_dkim:
+            return "NOT verified"
+        return "verified once, a new key pending" if self.domain is not None and self.domain.rotating else "verified"
 
 
 class PostmarkError(Exception):

@@ -559,7 +559,8 @@ class PostmarkFake:
             return None
         for rrset in response.answer:
             if rrset.rdtype == dns.rdatatype.CNAME and rrset.name == dns.name.from_text(host):
-                return rrset[0].target
+                target: dns.name.Name = rrset[0].target
+                return target
         return None
 
     def _pick_fault(self, method: str, path: str) -> PostmarkFault | None:
