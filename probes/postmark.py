@@ -547,7 +547,7 @@ def _not_a_domain(name: str, account: str, api_url: str, senders: tuple[SenderSi
     where = f"Postmark account {account} at {api_url}"
     if not senders:
         return (
-            f"domain {name} is not among the domains of {where}, nor of its Sender Signatures: "
+            f"domain {name} is not among the domains (nor the Sender Signatures) of {where}: "
             "was the partition deployed?"
         )
     shown = ", ".join(f"{s.email_address} (ID {s.id}, {'' if s.confirmed else 'NOT '}confirmed)" for s in senders)

@@ -523,8 +523,8 @@ def test_domain_not_found_is_an_explained_error(mock: respx.MockRouter) -> None:
     assert observation.domain is None
     assert observation.senders == ()
     assert observation.error == (
-        f"domain {NAME} is not among the domains of Postmark account PostmarkNonProd at {API}, nor of its Sender "
-        "Signatures: was the partition deployed?"
+        f"domain {NAME} is not among the domains (nor the Sender Signatures) of Postmark account PostmarkNonProd at "
+        f"{API}: was the partition deployed?"
     )
     assert not observation.deadline_hit
 
