@@ -111,7 +111,7 @@ def judge(
 
     def in_dns(host: str, text_value: str) -> KeyInDns | None:
         found = key_in_dns(zone, host, text_value) if zone is not None and _is_name(host) else None
-        if found is not None:
+        if found is not None and found not in keys:
             keys.append(found)
         return found
 
