@@ -31,7 +31,7 @@ def test_postmark_verified(
     settings = mailgate_observer.settings
     verdict = sending_domain.judge(
         seen.domain,
-        partition,
+        target,
         observed.context,
         observed.dns,
         verify=settings.postmark_verify,

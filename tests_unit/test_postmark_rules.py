@@ -60,35 +60,35 @@ def _fragments(defect: str, target) -> list[str]:
     names = {
         "zone": target.zone,
         "infra": target.infrastructure,
-        "partition": target.partition,
+        "partition": target.name,
         "account": target.postmark_account,
     }
     return [f.format(**names) for f in DEFECTS[defect]]
 
 
 @pytest.mark.parametrize("defect", list(DEFECTS))
-def test_each_postmark_defect_fails_exactly_the_postmark_check(scenarios, mailgate, defect: str) -> None:
+def test_each_postmark_defect_fails_exactly_the_postmark_check(scenarios, run_checks, defect: str) -> None:
     seeded = scenarios.seed("dev", defects=[defect])
-    run = mailgate("-m", "postmerge", "--partition", "dev", "--postmark-wait", "1")
+    run = run_checks("-m", "postmerge", "--partition", "dev", "--postmark-wait", "1")
     assert run.failed() == {f"{CHECK}[dev]"}, run.messages
     message = run.messages[f"{CHECK}[dev]"]
     for fragment in _fragments(defect, seeded.target):
         assert fragment in message, f"{fragment!r} not in:\n{message}"
 
 
-def test_a_rotation_whose_key_dns_serves_is_completed_by_verifying(scenarios, mailgate) -> None:
+def test_a_rotation_whose_key_dns_serves_is_completed_by_verifying(scenarios, run_checks) -> None:
     """The pending key is on every authoritative server: mailgate's verifyDkim lets Postmark confirm it, and the
     partition is green (the old key is revoked, and no longer in DNS)."""
     scenarios.seed("dev", defects=["rotation-pending-in-dns"])
-    run = mailgate("-m", "postmerge", "--partition", "dev", "--postmark-wait", "10")
+    run = run_checks("-m", "postmerge", "--partition", "dev", "--postmark-wait", "10")
     assert run.outcomes == {f"{check}[dev]": "passed" for check in POSTMERGE_CHECKS}, run.messages
     assert any(c.path.lower().endswith("/verifydkim") for c in scenarios.world.postmark.writes())
 
 
-def test_a_read_only_run_says_the_pending_key_is_already_in_dns(scenarios, mailgate) -> None:
+def test_a_read_only_run_says_the_pending_key_is_already_in_dns(scenarios, run_checks) -> None:
     seeded = scenarios.seed("dev", defects=["rotation-pending-in-dns"])
     old_host = (scenarios.world.postmark.domain(seeded.target.postmark_account, seeded.target.zone) or {})["DKIMHost"]
-    run = mailgate("-m", "postmerge", "--partition", "dev", "--postmark-wait", "1", "--no-postmark-verify")
+    run = run_checks("-m", "postmerge", "--partition", "dev", "--postmark-wait", "1", "--no-postmark-verify")
     assert run.failed() == {f"{CHECK}[dev]"}, run.messages
     message = run.messages[f"{CHECK}[dev]"]
     for fragment in (
