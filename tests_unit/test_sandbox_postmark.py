@@ -540,15 +540,15 @@ def test_a_key_too_long_for_udp_is_read_over_tcp(fake: PostmarkFake, dns_server:
 
 
 @pytest.mark.parametrize(
-    ("target", "verified"), [("pm.mtasv.net", True), ("PM.MTASV.NET.", True), ("x.mtasv.net", False)]
+    ("cname", "verified"), [("pm.mtasv.net", True), ("PM.MTASV.NET.", True), ("x.mtasv.net", False)]
 )
 def test_verify_return_path_checks_the_cname(
-    fake: PostmarkFake, dns_server: TinyDns, target: str, verified: bool
+    fake: PostmarkFake, dns_server: TinyDns, cname: str, verified: bool
 ) -> None:
     with client(fake) as api:
         created = create(api, "dev.ardamails.com")
         absent = api.put(f"/domains/{created['ID']}/verifyReturnPath").json()
-        dns_server.cname("pm-bounces.dev.ardamails.com", target)
+        dns_server.cname("pm-bounces.dev.ardamails.com", cname)
         first = api.put(f"/domains/{created['ID']}/verifyReturnPath").json()
     assert absent["ReturnPathDomainVerified"] is False
     assert first["ReturnPathDomainVerified"] is verified
