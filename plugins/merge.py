@@ -146,8 +146,8 @@ def merge(shards: Sequence[Shard], config: Config) -> Merged:
     """The shards' rows and checks as one run: rows in deploy order, each partition's checks in its shard's order
     after the partition-independent ones, a check that several shards ran kept at its worst outcome."""
     names = {name for shard in shards for name in shard.partitions}
-    targets = tuple(config.in_deploy_order([t for t in config.targets.values() if t.partition in names]))
-    unknown = sorted(names - {t.partition for t in targets})
+    targets = tuple(config.in_deploy_order([t for t in config.targets.values() if t.name in names]))
+    unknown = sorted(names - {t.name for t in targets})
     if unknown:
         raise Refusal(f"{config.path} has no partition {', '.join(unknown)}, which a shard ran")
     ordered = sorted(shards, key=lambda s: min(_index(targets, n) for n in s.partitions) if s.partitions else -1)
@@ -159,7 +159,7 @@ def merge(shards: Sequence[Shard], config: Config) -> Merged:
         results = [result_of(entry) for entry in shard.document.get("checks") or []]
         shard_deselected = list(shard.document.get("deselected") or [])
         deploys.update((str(d["partition"]), d) for d in shard.document.get("deploys") or [])
-        mine = [t for t in targets if t.partition in shard.partitions]
+        mine = [t for t in targets if t.name in shard.partitions]
         everything = [*results, *(result_of(_deselected_entry(c)) for c in shard_deselected)]
         shard_deploys = {str(d["partition"]): d for d in shard.document.get("deploys") or []}
         for row in partition_rows(mine, everything, shard_deploys, shard.run["date"], complete=True):
@@ -169,7 +169,7 @@ def merge(shards: Sequence[Shard], config: Config) -> Merged:
             if known is None or _worse(result, known[0]):
                 kept[result.check.nodeid] = (result, shard)
         deselected.update((str(c["nodeid"]), c) for c in shard_deselected)
-    order = [t.partition for t in targets]
+    order = [t.name for t in targets]
     chosen = sorted(kept.values(), key=lambda pair: _index(targets, pair[0].check.partition))
     results = [result for result, _ in chosen]
     statuses = [int(shard.document.get("exitstatus") or 0) for shard in ordered]
@@ -200,7 +200,7 @@ def _deselected_entry(check: dict[str, Any]) -> dict[str, Any]:
 
 def _index(targets: Sequence[Target], name: str | None) -> int:
     """A partition's place in the deploy order (-1: partition-independent, first, as a run collects them)."""
-    return -1 if name is None else next(i for i, t in enumerate(targets) if t.partition == name)
+    return -1 if name is None else next(i for i, t in enumerate(targets) if t.name == name)
 
 
 def _worse(new: Result, known: Result) -> bool:
@@ -266,7 +266,7 @@ def document(merged: Merged, shards: Sequence[Shard], config: Config, log: LogRe
             "partitions_file": str(config.path),
             "partitions_digest": first["partitions_digest"],
             "mailgate_version": first["mailgate_version"],
-            "partitions": [t.partition for t in merged.targets],
+            "partitions": [t.name for t in merged.targets],
             "shards": [
                 {
                     "folder": str(shard.folder),
@@ -303,7 +303,7 @@ def _entry(result: Result) -> dict[str, Any]:
 
 def summary_html(merged: Merged, shards: Sequence[Shard], out: Path, entries: list[dict[str, Any]]) -> str:
     """A self-contained page: the shards, the sign-off table, the verdict matrix, each partition and check."""
-    partitions = [t.partition for t in merged.targets]
+    partitions = [t.name for t in merged.targets]
     head = "".join(f"<th>{escape(name)}</th>" for name in HEADER)
     body = "".join(
         "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row.table_cells()) + "</tr>" for row in merged.rows

@@ -25,20 +25,20 @@ CONFIG_ERROR = 4
 
 def token_secret(target: Target) -> str:
     """The CI secret holding a partition's Postmark token: MAILGATE_POSTMARK_TOKEN_<PARTITION>."""
-    return "MAILGATE_POSTMARK_TOKEN_" + re.sub(r"[^A-Z0-9]+", "_", target.partition.upper()).strip("_")
+    return "MAILGATE_POSTMARK_TOKEN_" + re.sub(r"[^A-Z0-9]+", "_", target.name.upper()).strip("_")
 
 
 def matrix(targets: Sequence[Target], by: str) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[Target]] = {}
     for target in targets:
-        groups.setdefault(target.partition if by == "partition" else target.infrastructure, []).append(target)
+        groups.setdefault(target.name if by == "partition" else target.infrastructure, []).append(target)
     include = []
     for name, members in groups.items():
         first = members[0]
         include.append(
             {
                 "shard": name,
-                "partitions": ",".join(t.partition for t in members),
+                "partitions": ",".join(t.name for t in members),
                 "infrastructure": first.infrastructure,
                 "account": first.account,
                 "profile": first.profile,

@@ -116,7 +116,7 @@ def test_pacing_holds_against_the_sandbox_buckets(scenarios: Scenarios, run_chec
     scenarios.world.aws.set_route53_quota(Bucket(2, 1), Bucket(2, 1))
     run = run_checks("-m", "aws", "--route53-burst", "2", "--route53-rate", "1")
     assert not run.failed(), run.messages
-    assert run.ret == 0, run.output
+    assert run.ret == 0, run.messages
     assert scenarios.world.aws.throttled() == [], "mailgate outran the sandbox's Route 53 bucket"
     reads = [c for c in scenarios.world.aws.calls if c.action == "GetHostedZone" and c.metered]
     assert sorted(c.account for c in reads) == ["009765408297"] * 2 + ["139852620346"] * 2, reads

@@ -18,7 +18,7 @@ from plugins.merge import main as merge_main
 from plugins.shards import main as partitions_main
 from sandbox.scenarios import Scenarios
 
-Mailgate = Callable[..., Any]
+RunChecks = Callable[..., Any]
 LOG = Path(__file__).parent / "data" / "execution-log.md"
 PARTITIONS = ("dev", "stage", "demo", "prod")
 
@@ -49,7 +49,7 @@ def _checks(folder: Path) -> list[tuple[str, str, str | None]]:
     return [(c["nodeid"], c["outcome"], c["message"]) for c in _signoff(folder)["checks"]]
 
 
-def _shard_runs(scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path, names: tuple[str, ...]) -> dict[str, Path]:
+def _shard_runs(scenarios: Scenarios, run_checks: RunChecks, tmp_path: Path, names: tuple[str, ...]) -> dict[str, Path]:
     """The partitions deployed (stage with a second SPF record: one failing check) and one shard run of
     `-m postmerge --partition P` each, into its own reports folder."""
     for name in names:
@@ -57,20 +57,20 @@ def _shard_runs(scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path, names:
     folders = {"partitions": Path(scenarios.world.info.partitions_file)}
     for name in names:
         folders[name] = tmp_path / f"shard-{name}"
-        run = mailgate("-m", "postmerge", "--partition", name, f"--reports-dir={folders[name]}", "--postmark-wait=5")
+        run = run_checks("-m", "postmerge", "--partition", name, f"--reports-dir={folders[name]}", "--postmark-wait=5")
         assert run.ret == (1 if name == "stage" else 0), run.messages
     return folders
 
 
 @pytest.fixture
-def world_runs(scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path) -> dict[str, Path]:
+def world_runs(scenarios: Scenarios, run_checks: RunChecks, tmp_path: Path) -> dict[str, Path]:
     """Four shard runs, and one run over all four partitions updating its own copy of the log."""
-    folders = _shard_runs(scenarios, mailgate, tmp_path, PARTITIONS)
+    folders = _shard_runs(scenarios, run_checks, tmp_path, PARTITIONS)
     single_log = tmp_path / "single" / "log.md"
     single_log.parent.mkdir()
     shutil.copy(LOG, single_log)
     folders["single"] = tmp_path / "single" / "reports"
-    run = mailgate(
+    run = run_checks(
         "-m", "postmerge", f"--reports-dir={folders['single']}", f"--signoff-log={single_log}", "--postmark-wait=5"
     )
     assert run.failed() == {"test_spf[stage]"}, run.messages
@@ -101,9 +101,9 @@ def test_four_shards_merge_into_what_one_run_writes_in_any_order(world_runs: dic
 
 
 def test_refusals_name_the_folder_and_exit_4(
-    scenarios: Scenarios, mailgate: Mailgate, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    scenarios: Scenarios, run_checks: RunChecks, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    runs = _shard_runs(scenarios, mailgate, tmp_path, ("dev", "stage"))
+    runs = _shard_runs(scenarios, run_checks, tmp_path, ("dev", "stage"))
     dev, stage = runs["dev"], runs["stage"]
 
     def refused(*args: str, out: Path = tmp_path / "out") -> str:
