@@ -6,7 +6,9 @@ Starts the sandbox world, deploys N partitions healthy (`Scenarios.seed`), injec
 answer, 100 ms per AWS request, 100 ms per Postmark request) and times, in rounds, for each N:
 `pytest --collect-only` of the selection (the fixed cost); mailgate `pytest -m postmerge` at `-n 0` and
 `-n W`; xdist's own cost (the same two runs with every test deselected); the HTML report's cost
-(`-p no:html`); the Postmark rate limit's cost (`--postmark-rate` unlimited); and the baseline,
+(`-p no:html`); the Postmark rate limit's cost (`--postmark-rate` unlimited); the Route 53 buckets' cost
+(`unpaced`: the sandbox's buckets and mailgate's pacing both lifted; every other row runs under the documented
+buckets, full at its start, as after a quiet spell); and the baseline,
 `python -m bench.postmerge baseline FILE NAMES`: the same observations with the same probes, one request
 after another, partition after partition (the bash script's way). The world's servers count the requests
 of every command (DNS as distinct questions: a resend asks the same one again), so the table shows that
@@ -37,6 +39,7 @@ from probes import aws, cdk, postmark
 from probes import dns as probe
 from probes.config import Config, DnsSpec, Target, load
 from probes.observe import Credentials
+from probes.pacing import ROUTE53_BURST, ROUTE53_RATE
 
 if TYPE_CHECKING:  # sandbox (moto) is imported only by the bench process, never by the baseline's
     from sandbox.scenarios import Scenarios
@@ -55,7 +58,7 @@ CHAINS = {
     ),
     "postmark": ("GET /domains?count&offset", "GET /domains/{id}"),
 }
-ROWS = ("collect", "n0", "nW", "idle0", "idleW", "nohtml", "norate", "baseline")
+ROWS = ("collect", "n0", "nW", "idle0", "idleW", "nohtml", "norate", "unpaced", "baseline")
 DEFAULT_ROWS = "collect,n0,nW,idle0,idleW,baseline"
 LABELS = {
     "collect": "pytest --collect-only (fixed cost)",
@@ -65,8 +68,10 @@ LABELS = {
     "idleW": "-n {workers}, every test deselected",
     "nohtml": "mailgate -n 0 -p no:html",
     "norate": "mailgate -n 0 --postmark-rate 100000",
+    "unpaced": "mailgate -n 0, Route 53 buckets lifted (sandbox and client)",
     "baseline": "baseline: one request at a time",
 }
+UNLIMITED = 1_000_000.0  # a bucket no run empties
 DESELECT_ALL = "not test_"  # every check is a test_ function: workers start and collect, nothing runs
 MB_PER_MIB = 1.048576
 
@@ -130,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--aws-latency", type=float, default=0.1, help="seconds added to each AWS request (0.1)")
     parser.add_argument("--postmark-latency", type=float, default=0.1, help="seconds per Postmark request (0.1)")
     parser.add_argument("--seed-threads", type=int, default=2, help="partitions deployed at once (2)")
+    parser.add_argument(
+        "--one-account",
+        action="store_true",
+        help="every partition timed in one AWS account (the first infrastructure's): Route 53's buckets at scale",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the figures and verdicts here")
     return parser
 
@@ -152,10 +162,15 @@ def _benchmark(
     state = Path(tempfile.mkdtemp(prefix="mailgate-bench-"))
     results: dict[int, list[Run]] = {}
     try:
-        with World(state / "world", extra_partitions=max(0, max(sizes) - 4), verify_delay=0.1) as world:
+        source = load(ROOT / "partitions.yaml")
+        home = next(iter(source.file.infrastructures)) if options.one_account else None
+        mine = sum(t.infrastructure == home for t in source.targets.values())
+        extra = max(0, max(sizes) - (mine if home else len(source.targets)))
+        with World(state / "world", extra_partitions=extra, extras_on=home, verify_delay=0.1) as world:
             env = dict(os.environ)
             apply_env(world.env(), env)
-            scenarios, names = Scenarios(world), list(world.config.targets)
+            scenarios = Scenarios(world)
+            names = [n for n, t in world.config.targets.items() if home is None or t.infrastructure == home]
             if max(sizes) > len(names) or min(sizes) < 1:
                 raise SystemExit(f"--sizes: each from 1 to {len(names)}, got {options.sizes}")
             deployed = 0
@@ -217,6 +232,7 @@ def _commands(
         "idleW": ([*common, "-n", str(workers), "-k", DESELECT_ALL], (5,)),
         "nohtml": checks("nohtml", "-n", "0", "-p", "no:html"),
         "norate": checks("norate", "-n", "0", "--postmark-rate", "100000"),
+        "unpaced": checks("unpaced", "-n", "0", f"--route53-burst={UNLIMITED:g}", f"--route53-rate={UNLIMITED:g}"),
         "baseline": ([PYTHON, "-m", "bench.postmerge", "baseline", partitions_file, selection], (0,)),
     }
 
@@ -236,6 +252,7 @@ def _rounds(
             if row == "baseline" and number >= baseline_runs:
                 continue
             world.aws.calls.clear()
+            _set_route53(world, lifted=row == "unpaced")
             world.dns.queries.clear()
             world.postmark.calls.clear()
             junit = Path(command[command.index("--junitxml") + 1]) if "--junitxml" in command else None
@@ -251,6 +268,16 @@ def _rounds(
     return done
 
 
+def _set_route53(world: World, *, lifted: bool) -> None:
+    """The sandbox's Route 53 buckets, full: the documented ones, or lifted for the `unpaced` row."""
+    from sandbox.aws_quota import ROUTE53_ACCOUNT, ROUTE53_OPERATION, Bucket
+
+    if lifted:
+        world.aws.set_route53_quota(Bucket(UNLIMITED, UNLIMITED), Bucket(UNLIMITED, UNLIMITED))
+    else:
+        world.aws.set_route53_quota(ROUTE53_ACCOUNT, ROUTE53_OPERATION)
+
+
 def _junit_times(path: Path) -> tuple[float, float]:
     """pytest's session time and the slowest check's time, from the JUnit report it wrote."""
     suite = ElementTree.parse(path).getroot().find("testsuite")
@@ -260,11 +287,21 @@ def _junit_times(path: Path) -> tuple[float, float]:
 
 def _asked(world: World) -> dict[str, int]:
     distinct = {(q.server, q.qname.lower(), q.qtype) for q in world.dns.queries}
+    calls = [c for c in world.aws.calls if c.metered]
+    route53: dict[str, int] = {}
+    for call in calls:
+        if call.service == "route53":
+            route53[call.account] = route53.get(call.account, 0) + 1
     return {
         "aws": len(world.aws.calls),
         "dns": len(distinct),
         "dns_resent": len(world.dns.queries) - len(distinct),
         "postmark": len(world.postmark.calls),
+        "sts": sum(c.service == "sts" for c in calls),
+        "cloudformation": sum(c.service == "cloudformation" for c in calls),
+        "route53": sum(route53.values()),
+        "route53_one_account": max(route53.values(), default=0),  # the busiest account's Route 53 requests
+        "throttled": sum(c.throttled for c in calls),
     }
 
 
@@ -281,6 +318,8 @@ SIZE_HEADERS = (
     "world CPU s",
     "pytest session s",
     "slowest check s",
+    "AWS sts/cloudformation/route53",
+    "throttled",
     "failed runs",
 )
 
@@ -319,13 +358,15 @@ def size_rows(size: int, runs: Sequence[Run], latency: Latency, workers: int) ->
                 f"{Stats.of([r.world_cpu for r in mine]).median:.2f}",
                 _median_text([r.session for r in mine if r.measured.ok]),
                 _median_text([r.slowest_check for r in mine if r.measured.ok]),
+                "/".join(str(asked.get(k, "–")) for k in ("sts", "cloudformation", "route53")),
+                str(max(r.requests.get("throttled", 0) for r in mine)),
                 f"{failed} of {len(mine)}",
             ]
         )
     if bound is not None:
         chain, seconds = latency.longest_chain()
         what = f"lower bound: fixed cost + {chain} chain {len(CHAINS[chain])} × latency = {seconds:.2f} s"
-        lines.append([str(size), what, f"{bound:.2f}", "1.00", "", "", "", "", "", "", ""])
+        lines.append([str(size), what, f"{bound:.2f}", "1.00", *[""] * (len(SIZE_HEADERS) - 4)])
     return lines
 
 
@@ -369,12 +410,36 @@ def targets(results: dict[int, list[Run]], latency: Latency, workers: int) -> li
             )
             same = mailgate_asked == baseline_asked and len(mailgate_asked) == 1
             lines.append([f"N={size} the baseline asked what mailgate -n 0 asked", figures, verdict(same)])
+    for size, runs in sorted(results.items()):
+        lines += _quota_targets(size, runs)
     every = [(size, r) for size, runs in results.items() for r in runs]
     failed = sorted({f"N={size} {r.row}" for size, r in every if not r.measured.ok})
     figures = f"{len(every) - sum(not r.measured.ok for _, r in every)} of {len(every)} passed"
     lines.append(["every timed run did its job (checks passed)", figures + "".join(f"; failed: {f}" for f in failed)])
     lines[-1].append(verdict(not failed))
     return lines
+
+
+def pacing_floor(route53_one_account: int, burst: float = ROUTE53_BURST, rate: float = ROUTE53_RATE) -> float:
+    """Seconds the busiest account's Route 53 requests need at least: those beyond the burst, at the refill rate."""
+    return max(0.0, route53_one_account - burst) / rate
+
+
+def _quota_targets(size: int, runs: Sequence[Run]) -> list[list[str]]:
+    """With an `unpaced` row: zero throttled requests under the buckets, and wall time ≤ 1.3 × the larger of the
+    pacing floor and the unthrottled run."""
+    paced, unpaced = stats(runs, "n0"), stats(runs, "unpaced")
+    if paced is None or unpaced is None:
+        return []
+    asked = [r.requests for r in runs if r.row == "n0" and r.measured.ok]
+    throttled = max(a.get("throttled", 0) for a in asked)
+    floor = pacing_floor(max(a.get("route53_one_account", 0) for a in asked))
+    limit = 1.3 * max(floor, unpaced.median)
+    figures = f"{paced.median:.2f} vs 1.3 × max(floor {floor:.2f}, unthrottled {unpaced.median:.2f}) = {limit:.2f}"
+    return [
+        [f"N={size} zero throttled requests under Route 53's buckets", f"{throttled}", verdict(throttled == 0)],
+        [f"N={size} -n 0 ≤ 1.3 × max(pacing floor, unthrottled run)", figures, verdict(paced.median <= limit)],
+    ]
 
 
 def _median_text(values: Sequence[float | None]) -> str:

@@ -30,6 +30,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from plugins.gates import Records, gate_updates, verification_cells
 from plugins.matrix import OUTCOMES, build_matrix, matrix_html, outcome_of
 from plugins.report_html import sections
 from plugins.signoff import (
@@ -37,13 +38,14 @@ from plugins.signoff import (
     MAX_EVIDENCE_LINES,
     Result,
     Row,
+    _check_entry,
     file_digest,
     log_updates,
     partition_rows,
     result_of,
     signoff_markdown,
 )
-from plugins.signoff_log import HEADER, LogResult, update_file, write_atomic
+from plugins.signoff_log import HEADER, LogResult, update_file, update_matrix_file, write_atomic
 from probes.config import Config, ConfigError, Target, load
 from probes.secrets import redact
 
@@ -251,7 +253,9 @@ def merged_junit(merged: Merged, shards: Sequence[Shard]) -> bytes:
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
-def document(merged: Merged, shards: Sequence[Shard], config: Config, log: LogResult | None) -> dict[str, Any]:
+def document(
+    merged: Merged, shards: Sequence[Shard], config: Config, log: LogResult | None, matrix: LogResult | None = None
+) -> dict[str, Any]:
     """signoff.json of the merge: the shape a run writes, the run part naming the shards."""
     runs = [shard.run for shard in shards]
     first = runs[0]
@@ -281,23 +285,11 @@ def document(merged: Merged, shards: Sequence[Shard], config: Config, log: LogRe
         "rows": [dict(zip(HEADER, row.table_cells(), strict=True)) for row in merged.rows],
         "deploys": list(merged.deploys.values()),
         "log": {"path": str(log.path), "status": log.status, "message": log.message} if log else None,
-        "checks": [_entry(result) for result in merged.results],
+        "verification": (
+            {"path": str(matrix.path), "status": matrix.status, "message": matrix.message} if matrix else None
+        ),
+        "checks": [_check_entry(result, MAX_EVIDENCE_LINES) for result in merged.results],
         "deselected": merged.deselected,
-    }
-
-
-def _entry(result: Result) -> dict[str, Any]:
-    return {
-        "partition": result.check.partition,
-        "phase": result.check.phase,
-        "check": result.check.name,
-        "nodeid": result.check.nodeid,
-        "outcome": result.outcome,
-        "duration": round(result.duration, 3),
-        "message": result.message,
-        "waiver": result.waiver,
-        "evidence": ["\n".join(text.splitlines()[:MAX_EVIDENCE_LINES]) for text in result.evidence],
-        "tables": result.tables,
     }
 
 
@@ -329,8 +321,20 @@ def write(out: Path, shards: Sequence[Shard], merged: Merged, config: Config, si
     if (out / "signoff.json").exists():
         raise Refusal(f"{out} already holds a sign-off (signoff.json): pass a new --reports-dir")
     out.mkdir(parents=True, exist_ok=True)
-    log = update_file(signoff_log, log_updates(merged.rows)) if signoff_log is not None else None
-    data = document(merged, shards, config, log)
+    records = Records.of(document(merged, shards, config, None))
+    log = None
+    if signoff_log is not None:  # the cascade rows and the gate rows, as the run's sign-off plugin writes them
+        gates = config.file.signoff.gates
+        decided = gate_updates(records, gates.entry_criteria, gates.production_confirmation)
+        log = update_file(signoff_log, log_updates(merged.rows), decided)
+    verification = config.file.signoff.verification
+    matrix_file = config.verification_file
+    matrix = (
+        update_matrix_file(matrix_file, verification_cells(records, verification.rows), verification.status_column)
+        if matrix_file is not None
+        else None
+    )
+    data = document(merged, shards, config, log, matrix)
     stem = f"merge-{len(merged.targets)}-partitions-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     junit = out / f"{stem}.xml"
     heading = f"Merged from {len(shards)} shard(s): " + "; ".join(

@@ -101,11 +101,13 @@ class World:
         *,
         source: Path = ROOT / "partitions.yaml",
         extra_partitions: int = 0,
+        extras_on: str | None = None,
         verify_delay: float = 1.0,
     ) -> None:
         self.state_dir = state_dir.resolve()
         self.source = source
         self.extra_partitions = extra_partitions
+        self.extras_on = extras_on  # one infrastructure (one AWS account) for every extra partition
         self.aws = AwsServer()
         self.postmark: PostmarkFake
         self.dns: DnsServer
@@ -239,8 +241,10 @@ class World:
         return served
 
     def _extras(self, source: Config) -> dict[str, tuple[str, str]]:
-        """Extra partitions p01..pNN (benchmarks, load tests): name -> (infrastructure, Postmark account)."""
-        infras, accounts = list(source.file.infrastructures), source.file.postmark.accounts
+        """Extra partitions p01..pNN (benchmarks, load tests): name -> (infrastructure, Postmark account); spread
+        over the infrastructures, or all on `extras_on`."""
+        infras = [self.extras_on] if self.extras_on else list(source.file.infrastructures)
+        accounts = source.file.postmark.accounts
         return {
             f"p{i:02d}": (infras[i % len(infras)], accounts[i % len(accounts)])
             for i in range(1, self.extra_partitions + 1)

@@ -58,7 +58,7 @@ def test_postmerge_benchmark_runs_on_two_tiny_sizes(tmp_path: Path) -> None:
         for row in rows.values():
             assert 0 < row["seconds"]["low"] <= row["seconds"]["median"] <= row["seconds"]["high"]
             assert row["peak_rss_mib"] > 10, "a Python process needs more than 10 MiB: the sampler saw nothing"
-        asked = {row: {k: v for k, v in rows[row]["requests"].items() if k != "dns_resent"} for row in rows}
+        asked = {row: {k: rows[row]["requests"][k] for k in ("aws", "dns", "postmark")} for row in rows}
         assert asked["collect"] == {"aws": 0, "dns": 0, "postmark": 0}
         assert asked["n0"] == asked["baseline"], "the baseline must ask what mailgate asks"
         [session], [slowest] = rows["n0"]["session"], rows["n0"]["slowest_check"]
@@ -291,3 +291,21 @@ def test_stats_and_table() -> None:
         "| 1   | 2  |",
         "| 333 |    |",
     ]
+
+
+def test_quota_targets_judge_throttles_and_the_pacing_floor() -> None:
+    """256 GetHostedZone in one account: (256 - 50) / 10 = 20.6 s of pacing floor; 1.3 × that is the limit."""
+    assert postmerge.pacing_floor(256) == pytest.approx(20.6)
+    assert postmerge.pacing_floor(30) == 0.0, "within the burst nothing waits"
+
+    def runs(paced: float, throttled: int) -> list[postmerge.Run]:
+        asked = {**ASKED, "route53_one_account": 256, "throttled": throttled}
+        n0 = postmerge.Run("n0", Measured(paced, 0, 100.0, 1, None), asked, 0.1, 2.0, 1.0)
+        return [_run("collect", 1.0), n0, _run("unpaced", 12.0)]
+
+    met = _verdicts({256: runs(26.78, 0)})
+    assert met["N=256 zero throttled requests under Route 53's buckets"] == "met"
+    assert met["N=256 -n 0 ≤ 1.3 × max(pacing floor, unthrottled run)"] == "met"
+    missed = _verdicts({256: runs(26.79, 1)})
+    assert missed["N=256 zero throttled requests under Route 53's buckets"] == "NOT met"
+    assert missed["N=256 -n 0 ≤ 1.3 × max(pacing floor, unthrottled run)"] == "NOT met"
