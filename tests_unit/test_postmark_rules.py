@@ -126,7 +126,7 @@ def test_the_same_verdicts_under_xdist(
     scenarios, pytester: pytest.Pytester, tmp_path: Path, round_: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
 ) -> None:
     seeded = {name: scenarios.seed(name, defects=d, variations=v) for name, (d, v) in round_.items()}
-    reports = tmp_path / "reports"
+    junit = tmp_path / "junit.xml"
     result = pytester.runpytest_subprocess(
         *suite_args(
             "-n",
@@ -135,11 +135,12 @@ def test_the_same_verdicts_under_xdist(
             "postmerge",
             "--postmark-wait",
             "1",
+            f"--junitxml={junit}",
             partitions_file=scenarios.world.info.partitions_file,
-            reports_dir=reports,
+            reports_dir=tmp_path / "reports",
         )
     )
-    failures = _junit_failures(reports)
+    failures = _junit_failures(junit)
     expected = {f"{CHECK}[{name}]" for name, (defects, _) in round_.items() if defects}
     assert set(failures) == expected, result.stdout.str()[-3000:]
     for name, (defects, _) in round_.items():
@@ -147,9 +148,8 @@ def test_the_same_verdicts_under_xdist(
             assert fragment in failures[f"{CHECK}[{name}]"], f"{name}: {fragment!r} not in {failures}"
 
 
-def _junit_failures(reports: Path) -> dict[str, str]:
+def _junit_failures(junit: Path) -> dict[str, str]:
     """Check id -> failure text, from the run's JUnit XML (every check of every partition is one testcase)."""
-    (junit,) = reports.glob("*.xml")
     failed: dict[str, str] = {}
     for case in ElementTree.parse(junit).getroot().iter("testcase"):
         for problem in (*case.iter("failure"), *case.iter("error")):
