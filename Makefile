@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml sandbox/infra/package-lock.json
 setup: $(STAMP)
 
 # The main job on the embedded default: preflight, gated deploy and postmerge for all four
-# partitions in the local sandbox world; reports land in reports/.
+# partitions in the local sandbox world; reports land in reports/<run>/ (reports/latest).
 demo: $(STAMP)
 	$(BIN)/python -m sandbox demo
 
@@ -35,4 +35,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) sandbox/infra/node_modules reports/*.html reports/*.xml reports/*.json reports/*.md reports/logs
+	rm -f reports/latest && rm -rf $(VENV) sandbox/infra/node_modules reports/*/

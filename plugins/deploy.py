@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from plugins import progress
 from plugins.observations import observer
 from plugins.partitions import item_partition, run_dir, selection, ungrouped
 from plugins.report import reports_dir
@@ -208,14 +209,14 @@ def _deploy(config: pytest.Config, gate: Gate, target: Target) -> DeployOutcome:
         return DeployOutcome(target.name, False, False, None, None, 0.0, None, confirmed_by, failure=str(exc))
     command = chosen.config.file.deploy.command.format(**target.command_vars())
     log = reports_dir(config) / "logs" / f"deploy-{target.infrastructure}-{target.name}.log"
-    _say(config, f"[{target.name}] deploying: {command}")
+    progress.say(config, f"[{target.name} deploy] started: {command}")
     try:
         result = shell.run(
             command,
             cwd=chosen.infra_repo,
             log_path=log,
             timeout=config.getoption("deploy_timeout"),
-            on_line=lambda line: _say(config, f"[{target.name}] {line}"),
+            on_line=lambda line: progress.say(config, f"[{target.name} deploy] {line}"),
         )
     except shell.CommandInterrupted as stop:
         result = stop.result
@@ -233,7 +234,7 @@ def _deploy(config: pytest.Config, gate: Gate, target: Target) -> DeployOutcome:
         interrupted=result.interrupted,
         failure=None if result.ok else result.describe(),
     )
-    _say(config, f"[{target.name}] {result.describe()}")
+    progress.say(config, f"[{target.name} deploy] {result.describe()}")
     if outcome.ok:
         missing = _landed(chosen.infra_repo, target)
         if missing:
@@ -289,14 +290,5 @@ def _login() -> str:
 
 
 def _say(config: pytest.Config, line: str) -> None:
-    """Stream to the operator's terminal (a worker's output goes to its stderr), never into captured output."""
-    if hasattr(config, "workerinput"):
-        print(line, file=sys.__stderr__, flush=True)
-        return
-    writer = config.pluginmanager.getplugin("terminalreporter")
-    capture = config.pluginmanager.getplugin("capturemanager")
-    if writer is None or capture is None:
-        print(line, file=sys.__stderr__, flush=True)
-        return
-    with capture.global_and_fixture_disabled():
-        writer.write_line(line)
+    """To the operator's terminal, never into captured output, also under -q (plugins.progress)."""
+    progress.say(config, line, even_quiet=True)

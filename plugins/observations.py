@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from plugins import progress
 from plugins.partitions import SELECTION, Selection, group_of, item_partition, run_dir, selection
 from probes import dns
 from probes.config import Target
@@ -106,7 +107,7 @@ class Observer:
                 if batch:
                     self._seen.update(self._shared(target))
                 else:
-                    self._seen.update(observe_all([target], self.settings, self.credentials))
+                    self._seen.update(observe_all([target], self.settings, self.credentials, self._told))
                 # the observations, and the AWS models and clients loaded to make them, live until the run ends:
                 # no later garbage collection (pytest runs two at exit) needs to walk them again
                 gc.freeze()
@@ -118,7 +119,7 @@ class Observer:
             fcntl.flock(lock, fcntl.LOCK_EX)
             found: dict[str, PartitionObservation] = pickle.loads(shared.read_bytes()) if shared.exists() else {}
             if target.name not in found:
-                found.update(observe_all(self._pending(target, found), self.settings, self.credentials))
+                found.update(observe_all(self._pending(target, found), self.settings, self.credentials, self._told))
                 _publish(shared, found)
         return found
 
@@ -139,7 +140,7 @@ class Observer:
         def gather() -> None:
             started = time.monotonic()
             try:
-                found = observe_all(targets, self.settings, self.credentials)
+                found = observe_all(targets, self.settings, self.credentials, self._told)
                 with contextlib.suppress(OSError):  # the run ended (Ctrl-C) and its directory is gone
                     _publish(run_dir(self._config) / "observations.pickle", found)
                 self.early_note = (
@@ -157,6 +158,17 @@ class Observer:
         waited for it already, unless the run was interrupted: then not for long)."""
         if self._early is not None:
             self._early.join(timeout)
+
+    def _told(self, observation: PartitionObservation) -> None:
+        """A progress line as each partition's observation completes."""
+        stack = observation.stack.status or "no stack"
+        answers = f"{len(observation.dns.answers)} DNS answers" if observation.dns else "DNS not observed"
+        postmark = "Postmark read" if observation.postmark else "Postmark not read"
+        took = observation.finished - observation.started
+        progress.say(
+            self._config,
+            f"[{observation.target.name}] observed in {took:.1f} s: stack {stack}; {answers}; {postmark}",
+        )
 
     def _pending(self, target: Target, found: dict[str, PartitionObservation]) -> list[Target]:
         """The target plus every selected partition this run has postmerge checks for and nobody observed yet."""

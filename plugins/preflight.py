@@ -14,6 +14,7 @@ from typing import cast
 
 import pytest
 
+from plugins import progress
 from plugins.partitions import Selection, item_partition, run_dir, selection
 from plugins.report import reports_dir
 from probes import shell
@@ -57,7 +58,8 @@ class Synth:
 class InfraRunner:
     """Runs the infra repo's command templates truthfully, logging to reports/logs/."""
 
-    def __init__(self, chosen: Selection, logs: Path, timeout: float, run_dir: Path) -> None:
+    def __init__(self, config: pytest.Config, chosen: Selection, logs: Path, timeout: float, run_dir: Path) -> None:
+        self.config = config
         self.chosen = chosen
         self.run_dir = run_dir
         self.logs = logs
@@ -75,12 +77,17 @@ class InfraRunner:
         line = template.format(**values) if target else template
         suffix = f"-{target.infrastructure}-{target.name}" if target else ""
         log = self.logs / f"{name}{suffix}.log"
+        label = f"[{target.name} {name}]" if target else f"[{name}]"
+        progress.say(self.config, f"{label} started: {line}")
         try:
-            return shell.run(
+            result = shell.run(
                 line, cwd=self.chosen.infra_repo, log_path=log, timeout=self.timeout, tail_lines=tail_lines
             )
         except shell.CommandError as exc:
+            progress.say(self.config, f"{label} {exc}")
             pytest.fail(f"{exc}; pass --infra-repo PATH or fix infra.repo in {self.chosen.config.path}", pytrace=False)
+        progress.say(self.config, f"{label} {'done' if result.ok else 'FAILED'}: {result.describe()}")
+        return result
 
     def synth(self, target: Target, overlap: tuple[Target, ...]) -> Synth:
         """This partition's synth; the first call also starts those of `overlap`, so synths run side by side."""
@@ -134,7 +141,7 @@ def infra(request: pytest.FixtureRequest) -> Iterator[InfraRunner]:
     """The infra repo's commands (build, lint, test, synth, diff), run with logs under reports/logs/."""
     config = request.config
     logs = reports_dir(config) / "logs"
-    runner = InfraRunner(selection(config), logs, config.getoption("command_timeout"), run_dir(config))
+    runner = InfraRunner(config, selection(config), logs, config.getoption("command_timeout"), run_dir(config))
     yield runner
     runner.close()
 

@@ -2,13 +2,16 @@
 
 Default report files (rule, decided in pytest_configure before any item exists): a run is a mailgate run when
 its `-m` expression names `preflight` or `postmerge`, or a test path it was given (or took from testpaths)
-lies in `tests_preflight/` or `tests_postmerge/`, and it is not `--collect-only`. Such a run gets, unless
-given, `--html=<reports>/<markers>-<partitions>-<UTC time>.html --self-contained-html` and `--junitxml`
-beside it (`.xml`). Any other run (`pytest tests_unit`, …) writes no report file.
+lies in `tests_preflight/` or `tests_postmerge/`, and it is not `--collect-only`. Such a run claims its folder
+`<reports>/<markers>-<partitions>-<UTC time>/` (plugins.run_folders) and gets, unless given,
+`--html=<folder>/report.html --self-contained-html` and `--junitxml=<folder>/junit.xml` (beside an explicit
+`--html`, its `.xml`). At its end `<reports>/latest` points at the folder, and `--keep-runs N` removes run
+folders beyond the N newest. Any other run (`pytest tests_unit`, …) writes no report file.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
@@ -21,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from plugins import verdict
+from plugins import progress, run_folders, verdict
 from plugins.partitions import item_partition
 from probes import dns
 from probes.secrets import known_secrets, redact
@@ -36,16 +39,35 @@ MAX_MARKERS_IN_NAME = 80
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.getgroup("mailgate").addoption(
+    group = parser.getgroup("mailgate")
+    group.addoption(
         "--reports-dir",
         metavar="PATH",
-        help="where reports, logs and sign-off files go (default: reports/ in the rootdir)",
+        help="where each run's folder of reports, logs and sign-off files goes (default: reports/ in the rootdir)",
+    )
+    group.addoption(
+        "--keep-runs",
+        metavar="N",
+        type=_positive,
+        help="after the run, remove run folders in the reports dir beyond the N newest (default: keep all)",
     )
 
 
-def reports_dir(config: pytest.Config) -> Path:
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of runs to keep, at least 1; got {text!r}")
+    return int(text)
+
+
+def reports_root(config: pytest.Config) -> Path:
+    """`--reports-dir` (relative to the invocation dir) or the rootdir's `reports/`: where run folders go."""
     option = config.getoption("reports_dir")
     return Path(config.invocation_params.dir, option).resolve() if option else config.rootpath / "reports"
+
+
+def reports_dir(config: pytest.Config) -> Path:
+    """This run's folder, `<reports>/<run>/`: every report, log and sign-off file of the run goes here."""
+    return config.stash[RUN_FOLDER]
 
 
 DNS_COLUMNS = ("server", "address", "question", "answer", "rcode", "time")
@@ -192,27 +214,68 @@ def report_stem(config: pytest.Config, now: datetime) -> str:
     return f"{markers[:MAX_MARKERS_IN_NAME]}-{partitions}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}"
 
 
-def _unused(base: Path) -> Path:
-    """`base`, or `base-2`, `base-3`… when a report of that name exists (two runs in one second): never overwrite."""
-    candidate, number = base, 1
-    while any(candidate.with_suffix(s).exists() for s in (".html", ".xml")):
-        number += 1
-        candidate = base.with_name(f"{base.name}-{number}")
-    return candidate
+RUN_FOLDER = pytest.StashKey[Path]()
+CLAIMED = pytest.StashKey[bool]()  # this run made its folder (a mailgate run, on the xdist controller)
+LAYOUT_NOTES = pytest.StashKey[list[str]]()
+WORKER_FOLDER = "mailgate_reports"  # workerinput key: the controller's run folder
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Default HTML and JUnit paths for a mailgate run (controller only; pytest-html and junitxml read them next)."""
-    if hasattr(config, "workerinput") or not is_mailgate_run(config):
+    """Progress lines (plugins.progress); this run's folder (a worker uses the controller's); for a mailgate run,
+    claim it and default the HTML and JUnit paths into it (pytest-html and junitxml read them next)."""
+    progress.start(config)
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        config.stash[RUN_FOLDER] = Path(worker[WORKER_FOLDER])
         return
-    base = _unused(reports_dir(config) / report_stem(config, datetime.now(UTC)))
+    now = datetime.now(UTC)
+    mailgate_run = is_mailgate_run(config)
+    name = report_stem(config, now)
+    folder = run_folders.claim(reports_root(config), name, now) if mailgate_run else reports_root(config) / name
+    config.stash[RUN_FOLDER] = folder
+    config.stash[CLAIMED] = mailgate_run
+    config.stash[LAYOUT_NOTES] = []
+    if not mailgate_run:
+        return
     html_given = getattr(config.option, "htmlpath", None)
     if hasattr(config.option, "htmlpath") and not html_given:
-        config.option.htmlpath = str(base.with_suffix(".html"))
+        config.option.htmlpath = str(folder / "report.html")
         config.option.self_contained_html = True
     if hasattr(config.option, "xmlpath") and not config.option.xmlpath:  # absent under -p no:junitxml
-        config.option.xmlpath = str(Path(html_given).with_suffix(".xml") if html_given else base.with_suffix(".xml"))
+        config.option.xmlpath = str(Path(html_given).with_suffix(".xml") if html_given else folder / "junit.xml")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: each worker writes into this run's folder."""
+    node.workerinput[WORKER_FOLDER] = str(node.config.stash[RUN_FOLDER])
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Point `latest` at this run's folder, then prune older run folders when --keep-runs asks."""
+    config = session.config
+    if hasattr(config, "workerinput") or not config.stash.get(CLAIMED, False):
+        return
+    folder, notes = config.stash[RUN_FOLDER], config.stash[LAYOUT_NOTES]
+    try:
+        problem = run_folders.point_latest(folder)
+        keep = config.getoption("keep_runs")
+        removed = run_folders.prune(folder.parent, keep, folder) if keep else []
+    except OSError as exc:
+        notes.append(f"reports/latest or --keep-runs failed in {folder.parent}: {exc}")
+        return
+    notes.append(problem or f"reports: {folder} ({folder.parent / run_folders.LATEST} points here)")
+    if removed:
+        notes.append(
+            f"--keep-runs {keep}: removed {len(removed)} older run folder(s): {', '.join(p.name for p in removed)}"
+        )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    for line in config.stash.get(LAYOUT_NOTES, []):
+        terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(optionalhook=True)

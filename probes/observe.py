@@ -83,11 +83,15 @@ class Credentials:
 
 
 def observe_all(
-    targets: Sequence[Target], settings: Settings, credentials: Credentials
+    targets: Sequence[Target],
+    settings: Settings,
+    credentials: Credentials,
+    on_done: Callable[[PartitionObservation], None] | None = None,
 ) -> dict[str, PartitionObservation]:
-    """Observe every target concurrently; returns partition name -> observation, in target order."""
+    """Observe every target concurrently; returns partition name -> observation, in target order.
+    `on_done` is told of each partition as its observation completes (on the thread that called this)."""
     aws.set_route53_quota(settings.route53)
-    return asyncio.run(_observe_all(targets, settings, credentials))
+    return asyncio.run(_observe_all(targets, settings, credentials, on_done))
 
 
 class _Accounts:
@@ -112,12 +116,22 @@ class _Accounts:
 
 
 async def _observe_all(
-    targets: Sequence[Target], settings: Settings, credentials: Credentials
+    targets: Sequence[Target],
+    settings: Settings,
+    credentials: Credentials,
+    on_done: Callable[[PartitionObservation], None] | None,
 ) -> dict[str, PartitionObservation]:
     accounts = _Accounts(settings)
+
+    async def observe(target: Target, pool: ThreadPoolExecutor) -> PartitionObservation:
+        observation = await _observe(target, settings, credentials, pool, accounts)
+        if on_done is not None:
+            on_done(observation)
+        return observation
+
     try:
         with _started_pool(min(AWS_THREADS, 4 * len(targets) + 4)) as pool:
-            found = await asyncio.gather(*(_observe(t, settings, credentials, pool, accounts) for t in targets))
+            found = await asyncio.gather(*(observe(t, pool) for t in targets))
     finally:
         await accounts.aclose()
     return {o.target.name: o for o in found}

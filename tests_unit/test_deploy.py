@@ -87,7 +87,7 @@ def test_a_deploy_that_prints_done_and_exits_255_fails(scenarios, run_checks, tm
     run = run_checks("--partition", "dev", "--deploy", "--partitions-file", partitions)
     message = run.messages["test_stack_status[dev]"]
     assert "deploy failed: `echo done; exit 255` exited 255" in message
-    log = next((tmp_path / "reports" / "logs").glob("deploy-Alpha002-dev.log")).read_text()
+    log = next((tmp_path / "reports" / "latest" / "logs").glob("deploy-Alpha002-dev.log")).read_text()
     assert "done" in log
 
 
@@ -154,7 +154,7 @@ def test_ctrl_c_during_a_deploy_kills_it_and_reports_the_partition_interrupted(s
     assert run.returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
     assert "was interrupted after" in out
     assert subprocess.run(["pgrep", "-f", marker], capture_output=True, check=False).stdout == b""
-    signoff = json.loads((reports / "signoff.json").read_text())
+    signoff = json.loads((reports / "latest" / "signoff.json").read_text())
     assert signoff["complete"] is False
-    table = (reports / "signoff.md").read_text()
+    table = (reports / "latest" / "signoff.md").read_text()
     assert "interrupted after" in table, table

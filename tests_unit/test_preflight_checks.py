@@ -128,7 +128,7 @@ def test_a_formatting_defect_fails_only_lint_with_the_output_tail_and_the_log_pa
     assert run.failed() == {"test_lint"}, run.messages
     assert set(run.outcomes) == set(CODE) | _expected(SYNTH, ("dev",))
     message = run.messages["test_lint"]
-    log = tmp_path / "reports" / "logs" / "lint.log"
+    log = (tmp_path / "reports" / "latest").resolve() / "logs" / "lint.log"
     assert "`npm run lint` exited 1 after " in message
     assert f"(log: {log})" in message
     assert "[warn] src/main/cdk/partition-mail/extra.ts" in message
@@ -139,15 +139,14 @@ def test_a_formatting_defect_fails_only_lint_with_the_output_tail_and_the_log_pa
 
 
 def _shown_tail(message: str) -> list[str]:
-    """The output lines a failed check's assertion message shows after "last lines:" (pytest's E-prefix removed)."""
+    """The output lines a failed check's message shows after "last lines:" (indented; its evidence follows)."""
     lines = message.splitlines()
     start = next(i for i, line in enumerate(lines) if line.rstrip().endswith("last lines:")) + 1
     shown = []
     for line in lines[start:]:
-        text = line.removeprefix("E").strip()
-        if not line.startswith("E ") or text.startswith(("assert ", "+  where")):
+        if not line.startswith("  "):
             break
-        shown.append(text)
+        shown.append(line.strip())
     return shown
 
 
@@ -250,8 +249,8 @@ DMARC_LINE = (
 
 
 def _diff_report(tmp_path: Path, stack: str) -> list[str]:
-    """The resource rows (action, type, logical id) of reports/diff-<stack>.md."""
-    report = tmp_path / "reports" / f"diff-{stack}.md"
+    """The resource rows (action, type, logical id) of reports/latest/diff-<stack>.md."""
+    report = (tmp_path / "reports" / "latest").resolve() / f"diff-{stack}.md"
     assert report.exists(), f"no diff report {report}"
     rows = [line.strip("| ").split(" | ") for line in report.read_text().splitlines() if line.startswith("| ")]
     return [" ".join(row) for row in rows if len(row) == 3 and row[0] in ("add", "modify", "replace", "destroy")]
@@ -287,7 +286,7 @@ def test_a_change_that_destroys_a_record_set_fails(scenarios, run_checks, tmp_pa
     run = run_checks("-m", "diff", "--partition", "dev")
 
     assert run.failed() == {"test_diff_is_safe[dev]"}, run.messages
-    report = tmp_path / "reports" / "diff-Alpha002-dev.md"
+    report = (tmp_path / "reports" / "latest").resolve() / "diff-Alpha002-dev.md"
     assert (
         "cdk diff of Alpha002-dev-Email would destroy AWS::Route53::RecordSet Dmarc"
         in run.messages["test_diff_is_safe[dev]"]

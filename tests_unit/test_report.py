@@ -60,8 +60,16 @@ def project(checks_project: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
+def _latest(project: pytest.Pytester) -> Path:
+    """The newest run's folder, through the `latest` link."""
+    link = project.path / "out" / "latest"
+    assert link.is_symlink(), sorted(p.name for p in (project.path / "out").iterdir())
+    return link.resolve()
+
+
 def _reports(project: pytest.Pytester) -> list[str]:
-    return sorted(p.name for p in (project.path / "out").iterdir())
+    """The files of the newest run (its folder's marker left out)."""
+    return sorted(p.name for p in _latest(project).iterdir() if p.name != ".mailgate-run")
 
 
 class _Html(HTMLParser):
@@ -117,22 +125,20 @@ class _Html(HTMLParser):
 def test_mailgate_run_gets_a_self_contained_html_and_junit_beside_it(project: pytest.Pytester) -> None:
     result = project.runpytest(*PLUGINS, "--reports-dir", "out", "-m", "preflight and code", "--partition", "dev,prod")
     result.assert_outcomes(passed=1)
-    names = _reports(project)
-    stems = {Path(name).stem for name in names if name.endswith((".html", ".xml"))}
-    assert len(stems) == 1
-    stem = stems.pop()
-    assert re.fullmatch(rf"preflight-and-code-dev\+prod-{STAMP}", stem), stem
-    assert names == sorted([f"{stem}.html", f"{stem}.xml", "signoff.json", "signoff.md"])
-    html = (project.path / "out" / f"{stem}.html").read_text(encoding="utf-8")
+    folder = _latest(project)
+    assert sorted(p.name for p in (project.path / "out").iterdir()) == sorted([folder.name, "latest"])
+    assert re.fullmatch(rf"preflight-and-code-dev\+prod-{STAMP}", folder.name), folder.name
+    assert _reports(project) == ["junit.xml", "report.html", "signoff.json", "signoff.md"]
+    html = (folder / "report.html").read_text(encoding="utf-8")
     assert "<style" in html  # self-contained: no assets/ folder beside it
-    assert 'testcase classname="tests_preflight.test_code" name="test_build"' in (
-        project.path / "out" / f"{stem}.xml"
-    ).read_text(encoding="utf-8")
+    assert 'testcase classname="tests_preflight.test_code" name="test_build"' in (folder / "junit.xml").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_default_name_from_testpaths_and_an_explicit_html_is_kept(project: pytest.Pytester) -> None:
     project.runpytest(*PLUGINS, "--reports-dir", "out", "--partition", "dev")
-    assert any(re.fullmatch(rf"preflight-postmerge-dev-{STAMP}\.html", name) for name in _reports(project))
+    assert re.fullmatch(rf"preflight-postmerge-dev-{STAMP}", _latest(project).name), _latest(project).name
     shutil.rmtree(project.path / "out")
     project.runpytest(*PLUGINS, "--reports-dir", "out", "--partition", "dev", "--html", "mine/report.html")
     assert sorted(p.name for p in (project.path / "mine").iterdir()) == ["assets", "report.html", "report.xml"]
@@ -142,7 +148,7 @@ def test_default_name_from_testpaths_and_an_explicit_html_is_kept(project: pytes
 def test_html_opens_with_the_signoff_table_and_carries_the_failed_dns_evidence(project: pytest.Pytester) -> None:
     result = project.runpytest(*PLUGINS, "--reports-dir", "out", "--partition", "dev,stage")
     result.assert_outcomes(passed=2, failed=1)
-    html_file = next((project.path / "out").glob("*.html"))
+    html_file = _latest(project) / "report.html"
     page = _Html(html_file.read_text(encoding="utf-8"))
     filled = [(table_id, rows) for table_id, rows in page.tables if rows]
     assert [table_id for table_id, _ in filled[:2]] == ["mailgate-matrix", "mailgate-signoff"]
@@ -170,7 +176,7 @@ def test_html_opens_with_the_signoff_table_and_carries_the_failed_dns_evidence(p
     assert message in failed["log"]
     build = page.blob["tests"]["tests_preflight/test_code.py::test_build"][0]
     assert '<td class="col-partition">all</td>' in build["resultsTableRow"]
-    written = [p for p in (project.path / "out").iterdir() if p.is_file()]
+    written = [p for p in _latest(project).iterdir() if p.is_file()]
     assert [p.name for p in written if CANARY.encode() in p.read_bytes()] == []
     assert CANARY not in result.stdout.str()
 
@@ -181,7 +187,7 @@ def test_interrupted_run_html_says_incomplete(project: pytest.Pytester) -> None:
     )
     result = project.runpytest_subprocess(*PLUGINS, "--reports-dir", "out", "--partition", "stage", timeout=120)
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    page = _Html(next((project.path / "out").glob("*.html")).read_text(encoding="utf-8"))
+    page = _Html((_latest(project) / "report.html").read_text(encoding="utf-8"))
     assert page.paragraphs == ["INCOMPLETE: the run was interrupted; cells cover only the checks that finished."]
 
 
@@ -230,12 +236,16 @@ def test_workflow_runs_credential_free_checks_and_publishes_the_signoff() -> Non
     run = next(s for s in steps if s.get("id") == "checks")
     assert '-m "preflight and (code or synth)"' in run["run"]
     upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@"))
-    assert upload["with"]["path"] == "mailgate/reports/"
+    assert upload["with"]["path"].split() == [
+        "mailgate/reports/",
+        "!mailgate/reports/latest",
+        "!mailgate/reports/latest/**",
+    ]
     assert upload["if"] == "${{ !cancelled() }}"
     summary = next(s for s in steps if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
-    assert 'cat mailgate/reports/signoff.md >> "$GITHUB_STEP_SUMMARY"' in summary["run"]
+    assert 'cat mailgate/reports/latest/signoff.md >> "$GITHUB_STEP_SUMMARY"' in summary["run"]
     comment = next(s for s in steps if "comments" in s.get("run", ""))
-    assert "cat mailgate/reports/signoff.md" in comment["run"]
+    assert "cat mailgate/reports/latest/signoff.md" in comment["run"]
     assert comment["env"]["GH_TOKEN"] == "${{ github.token }}"
     assert yaml.safe_load(text)["permissions"]["pull-requests"] == "write"
 
@@ -263,18 +273,43 @@ def test_workflow_pytest_command_is_accepted_by_this_suite() -> None:
 def test_without_junitxml_the_run_still_writes_its_html(project: pytest.Pytester) -> None:
     result = project.runpytest(*PLUGINS, "-p", "no:junitxml", "--reports-dir", "out", "-m", "preflight and code")
     result.assert_outcomes(passed=1)
-    assert [name.rsplit(".", 1)[-1] for name in _reports(project)] == ["html", "json", "md"]
+    assert _reports(project) == ["report.html", "signoff.json", "signoff.md"]
 
 
-def test_a_report_never_replaces_one_of_the_same_name(tmp_path: Path) -> None:
-    from plugins.report import _unused
+def test_each_run_gets_its_own_folder_latest_follows_and_nothing_is_written_over(project: pytest.Pytester) -> None:
+    first = project.runpytest(*PLUGINS, "--reports-dir", "out", "-m", "preflight and code")
+    first.assert_outcomes(passed=1)
+    earlier = _latest(project)
+    (earlier / "signoff.json").write_text("the first run's sign-off")
+    (project.path / "out" / "notes.txt").write_text("the operator's")
+    second = project.runpytest(*PLUGINS, "--reports-dir", "out", "-m", "preflight and code")
+    second.assert_outcomes(passed=1)
+    later = _latest(project)
+    assert later != earlier
+    assert (earlier / "signoff.json").read_text() == "the first run's sign-off"
+    assert os.readlink(project.path / "out" / "latest") == later.name  # relative: the folder can be moved
+    second.stdout.fnmatch_lines([f"reports: {later} ({project.path / 'out' / 'latest'} points here)"])
+    pruned = project.runpytest(*PLUGINS, "--reports-dir", "out", "-m", "preflight and code", "--keep-runs", "1")
+    pruned.assert_outcomes(passed=1)
+    newest = _latest(project)
+    assert sorted(p.name for p in (project.path / "out").iterdir()) == sorted(["latest", "notes.txt", newest.name])
+    pruned.stdout.fnmatch_lines(["--keep-runs 1: removed 2 older run folder(s): *"])
 
-    base = tmp_path / "postmerge-dev-20261123T120000Z"
-    assert _unused(base) == base
-    base.with_suffix(".html").write_text("the first run's report")
-    assert _unused(base) == tmp_path / "postmerge-dev-20261123T120000Z-2"
-    (tmp_path / "postmerge-dev-20261123T120000Z-2.xml").write_text("the second run's JUnit")
-    assert _unused(base) == tmp_path / "postmerge-dev-20261123T120000Z-3"
+
+def test_a_run_folder_never_reuses_a_name(tmp_path: Path) -> None:
+    from plugins.run_folders import claim
+
+    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    assert claim(tmp_path, "postmerge-dev-20261123T120000Z", now) == tmp_path / "postmerge-dev-20261123T120000Z"
+    assert claim(tmp_path, "postmerge-dev-20261123T120000Z", now) == tmp_path / "postmerge-dev-20261123T120000Z-2"
+    (tmp_path / "postmerge-dev-20261123T120000Z-3").mkdir()  # made by something else: not ours to write in
+    assert claim(tmp_path, "postmerge-dev-20261123T120000Z", now) == tmp_path / "postmerge-dev-20261123T120000Z-4"
+
+
+def test_keep_runs_must_be_a_positive_number(project: pytest.Pytester) -> None:
+    result = project.runpytest(*PLUGINS, "--reports-dir", "out", "--keep-runs", "0")
+    result.stderr.fnmatch_lines(["*--keep-runs: expected a whole number of runs to keep, at least 1; got '0'"])
+    assert not (project.path / "out").exists()
 
 
 def test_a_long_partition_list_keeps_the_report_name_within_a_file_name(tmp_path: Path) -> None:

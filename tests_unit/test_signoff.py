@@ -139,9 +139,10 @@ def _run(
     return project.runpytest(*common)
 
 
-def _md_rows(project: pytest.Pytester) -> dict[str, list[str]]:
-    """The sign-off table's rows (the verdict matrix after it is another table)."""
-    lines = (project.path / "out" / "signoff.md").read_text(encoding="utf-8").splitlines()
+def _md_rows(project: pytest.Pytester, folder: Path | None = None) -> dict[str, list[str]]:
+    """The sign-off table's rows in the newest run's folder (the verdict matrix after it is another table)."""
+    signoff = (folder or project.path / "out" / "latest") / "signoff.md"
+    lines = signoff.read_text(encoding="utf-8").splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| Partition")) + 1
     rows = list(itertools.takewhile(lambda line: line.startswith("| "), lines[start:]))
     cells = [[cell.strip() for cell in line.strip("|").split(" | ")] for line in rows if "---" not in line]
@@ -212,7 +213,7 @@ def test_rows_for_every_outcome_mix(project: pytest.Pytester, mix: str) -> None:
     rows = _md_rows(project)
     assert list(rows) == list(PARTITIONS)
     assert rows == expected
-    document = json.loads((project.path / "out" / "signoff.json").read_text(encoding="utf-8"))
+    document = json.loads((project.path / "out" / "latest" / "signoff.json").read_text(encoding="utf-8"))
     assert [row["Partition"] for row in document["rows"]] == list(PARTITIONS)
     assert {
         row["Partition"]: [row[c] for c in ("Pre-flight", "Deploy", "Verified", "Sign-off date")]
@@ -228,7 +229,7 @@ def test_json_records_the_run_and_every_check(project: pytest.Pytester) -> None:
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     _run(project, "--infra-repo", "infra", "--partition", "dev,prod", plan={"test_synth[prod]": "fail"})
-    document = json.loads((project.path / "out" / "signoff.json").read_text(encoding="utf-8"))
+    document = json.loads((project.path / "out" / "latest" / "signoff.json").read_text(encoding="utf-8"))
     run = document["run"]
     assert document["complete"] is True
     assert document["exitstatus"] == 1
@@ -254,7 +255,7 @@ def test_json_records_the_run_and_every_check(project: pytest.Pytester) -> None:
     assert checks["tests_postmerge/test_post.py::test_dmarc[dev]"]["phase"] == "postmerge"
     (infra / "sub").mkdir()
     _run(project, "--infra-repo", "infra/sub", "--partition", "dev")
-    run = json.loads((project.path / "out" / "signoff.json").read_text(encoding="utf-8"))["run"]
+    run = json.loads((project.path / "out" / "latest" / "signoff.json").read_text(encoding="utf-8"))["run"]
     assert run["infra_head"] is None
     assert run["infra_head_problem"] == f"infrastructure repo {infra / 'sub'} is not a git repository (inside {infra})"
 
@@ -322,7 +323,7 @@ def test_log_without_the_table_is_untouched_and_the_run_says_so(project: pytest.
     result = _run(project, "--partition", "dev")
     assert (project.path / "log.md").read_bytes() == log.encode()
     result.stdout.fnmatch_lines([f"execution log {project.path / 'log.md'} left untouched: {says}"])
-    assert (project.path / "out" / "signoff.md").exists()
+    assert (project.path / "out" / "latest" / "signoff.md").exists()
 
 
 def test_plain_runs_write_nothing(project: pytest.Pytester) -> None:
@@ -342,10 +343,10 @@ def test_interrupted_run_is_marked_incomplete(project: pytest.Pytester) -> None:
     """Ctrl-C (a KeyboardInterrupt in a check; in a subprocess, as pytester re-raises it in-process)."""
     result = _run(project, "--partition", "dev", plan={"test_dmarc[dev]": "interrupt"}, isolated=True)
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    document = json.loads((project.path / "out" / "signoff.json").read_text(encoding="utf-8"))
+    document = json.loads((project.path / "out" / "latest" / "signoff.json").read_text(encoding="utf-8"))
     assert document["complete"] is False
     assert {c["check"]: c["outcome"] for c in document["checks"]}["test_exports"] == "not run"
-    md = (project.path / "out" / "signoff.md").read_text(encoding="utf-8")
+    md = (project.path / "out" / "latest" / "signoff.md").read_text(encoding="utf-8")
     assert "**INCOMPLETE: the run was interrupted; cells cover only the checks that finished.**" in md
     assert _md_rows(project) == {"dev": [f"✅ {TODAY}", "—", "—", "—"]}
     result.stdout.fnmatch_lines(["sign-off is INCOMPLETE: the run was interrupted"])
@@ -360,16 +361,17 @@ def test_under_xdist_rows_are_complete_sorted_and_secret_free(project: pytest.Py
     assert rows["stage"] == [f"❌ {TODAY} 1 failed: test_synth", "—", f"✅ {TODAY}", "—"]
     assert rows["prod"] == [f"✅ {TODAY}", f"🟡 {TODAY} refused: {REFUSED['refused']}", "—", "—"]
     assert rows["dev"] == [f"✅ {TODAY}"] * 3 + [TODAY]
-    document = json.loads((project.path / "out" / "signoff.json").read_text(encoding="utf-8"))
+    document = json.loads((project.path / "out" / "latest" / "signoff.json").read_text(encoding="utf-8"))
     assert len(document["checks"]) == 1 + 2 * 4 + 2 * 4
     assert all(c["outcome"] != "not run" for c in document["checks"])
     assert (project.path / "log.md").read_bytes() == _mixed_log().encode()
-    written = [p for p in (project.path / "out").iterdir() if p.is_file()] + [project.path / "log.md"]
+    run_files = (project.path / "out" / "latest").iterdir()
+    written = [p for p in run_files if p.is_file() and p.name != ".mailgate-run"] + [project.path / "log.md"]
     assert {p.suffix for p in written} == {".json", ".md", ".html", ".xml"}
     leaks = [p.name for p in written if CANARY.encode() in p.read_bytes()]
     assert leaks == []
     assert CANARY not in result.stdout.str() + result.stderr.str()
-    assert "****" in (project.path / "out" / "signoff.json").read_text(encoding="utf-8")
+    assert "****" in (project.path / "out" / "latest" / "signoff.json").read_text(encoding="utf-8")
 
 
 def test_report_of_a_crashed_worker_counts_even_before_the_checks_are_known(pytester: pytest.Pytester) -> None:
@@ -384,4 +386,5 @@ def test_report_of_a_crashed_worker_counts_even_before_the_checks_are_known(pyte
     check = {"nodeid": nodeid, "partition": "prod", "phase": "preflight", "name": "test_access"}
     recorder.pytest_testnodedown(SimpleNamespace(workeroutput={"mailgate_checks": [check]}), None)
     recorder.pytest_sessionfinish(pytest.Session.from_config(config), pytest.ExitCode.TESTS_FAILED)
-    assert _md_rows(pytester) == {"prod": [f"❌ {TODAY} 1 failed: test_access", "—", "—", "—"]}
+    (folder,) = (pytester.path / "out").iterdir()  # the hook was called directly: no `latest` link made
+    assert _md_rows(pytester, folder) == {"prod": [f"❌ {TODAY} 1 failed: test_access", "—", "—", "—"]}

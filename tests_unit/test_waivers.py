@@ -69,7 +69,7 @@ def _run(
 
 
 def _verified(project: pytest.Pytester, partition: str) -> str:
-    rows = json.loads((project.path / "out" / "signoff.json").read_text())["rows"]
+    rows = json.loads((project.path / "out" / "latest" / "signoff.json").read_text())["rows"]
     return next(row["Verified"] for row in rows if row["Partition"] == partition)
 
 
@@ -90,7 +90,7 @@ def test_a_failing_check_with_an_unexpired_waiver_is_waived(project: pytest.Pyte
     assert _verified(project, "dev") == f"⚠️ {TODAY} {waived}"
     assert _verified(project, "prod") == f"✅ {TODAY}"
     assert _log_row(project, "dev").split(" | ")[5] == f"⚠️ {TODAY} {waived}"
-    document = json.loads((project.path / "out" / "signoff.json").read_text())
+    document = json.loads((project.path / "out" / "latest" / "signoff.json").read_text())
     [check] = [c for c in document["checks"] if c["nodeid"].endswith("test_dmarc[dev]")]
     assert (check["outcome"], check["waiver"]["state"]) == ("xfailed", "waived")
     assert check["waiver"]["where"] == f"{project.path / 'waivers.yaml'}:2"
