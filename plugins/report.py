@@ -148,13 +148,14 @@ def report_check(report: pytest.TestReport) -> CheckId | None:
     return CheckId(**raw) if isinstance(raw, dict) else None
 
 
-def evidence_of(report: pytest.TestReport) -> list[str]:
-    return [str(value) for name, value in report.user_properties if name == "evidence"]
+def evidence_of(report: pytest.TestReport | pytest.CollectReport) -> list[str]:
+    """The report's evidence texts (none for a collection report, which has no user properties)."""
+    return [str(value) for name, value in getattr(report, "user_properties", ()) if name == "evidence"]
 
 
 def tables_of(report: pytest.TestReport) -> list[dict[str, Any]]:
     """The report's evidence tables (`Evidence.table`): title, columns, rows."""
-    return [json.loads(str(value)) for name, value in report.user_properties if name == TABLE]
+    return [json.loads(str(value)) for name, value in getattr(report, "user_properties", ()) if name == TABLE]
 
 
 @pytest.hookimpl(wrapper=True)

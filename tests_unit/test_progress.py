@@ -46,13 +46,13 @@ def test_quiet_keeps_only_what_must_be_seen(project: pytest.Pytester) -> None:
 
 
 def test_a_deploy_run_says_each_step_as_it_starts_and_ends(
-    scenarios, mailgate, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    scenarios, run_checks, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     data = yaml.safe_load(Path(scenarios.world.info.partitions_file).read_text())
     data["infra"].update(build="true", lint="true", test="true")
     partitions = tmp_path / "partitions.yaml"
     partitions.write_text(yaml.safe_dump(data))
-    run = mailgate("--partition", "dev", "--deploy", "--postmark-wait", "5", "--partitions-file", str(partitions))
+    run = run_checks("--partition", "dev", "--deploy", "--postmark-wait", "5", "--partitions-file", str(partitions))
     assert run.failed() == set(), run.messages
     said = capfd.readouterr().err.splitlines()
     for step in ("build", "lint", "test", "dev synth", "dev diff"):
