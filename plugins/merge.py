@@ -318,7 +318,7 @@ def summary_html(merged: Merged, shards: Sequence[Shard], out: Path, entries: li
 
 def write(out: Path, shards: Sequence[Shard], merged: Merged, config: Config, signoff_log: Path | None) -> Path:
     """Everything into OUT, never over an earlier sign-off (a shard's folder holds one too); returns the JUnit."""
-    if (out / "signoff.json").exists():
+    if (out / "signoff.json").exists() or (out / "latest").exists():  # a run's folder, or a reports folder of runs
         raise Refusal(f"{out} already holds a sign-off (signoff.json): pass a new --reports-dir")
     out.mkdir(parents=True, exist_ok=True)
     records = Records.of(document(merged, shards, config, None))

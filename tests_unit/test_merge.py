@@ -78,14 +78,15 @@ def world_runs(scenarios: Scenarios, run_checks: RunChecks, tmp_path: Path) -> d
 
 
 def test_four_shards_merge_into_what_one_run_writes_in_any_order(world_runs: dict[str, Path], tmp_path: Path) -> None:
-    single = world_runs["single"]
+    single = world_runs["single"] / "latest"  # that run's folder in its reports folder
+    single_log = world_runs["single"].parent / "log.md"
     for order in (PARTITIONS, ("prod", "stage", "dev", "demo")):
         out = tmp_path / f"merged-{'-'.join(order)}"
         log = out.with_suffix(".log.md")
         shutil.copy(LOG, log)
         status = merge_main([f"--reports-dir={out}", f"--signoff-log={log}", *(str(world_runs[n]) for n in order)])
         assert status == 1, "a failed check makes the merge exit 1, as the run did"
-        assert log.read_bytes() == (single.parent / "log.md").read_bytes(), f"{order}: the log differs from one run's"
+        assert log.read_bytes() == single_log.read_bytes(), f"{order}: the log differs from one run's"
         assert _cases(out) == _cases(single), f"{order}: JUnit testcases differ from one run's"
         assert _checks(out) == _checks(single), f"{order}: sign-off checks differ from one run's"
         assert _signoff(out)["rows"] == _signoff(single)["rows"], f"{order}: sign-off rows differ"
@@ -97,7 +98,7 @@ def test_four_shards_merge_into_what_one_run_writes_in_any_order(world_runs: dic
     first, second = (tmp_path / f"merged-{'-'.join(o)}" for o in (PARTITIONS, ("prod", "stage", "dev", "demo")))
     assert next(first.glob("*.xml")).read_bytes() == next(second.glob("*.xml")).read_bytes(), "JUnit depends on order"
     for name in PARTITIONS:
-        assert len(list(world_runs[name].glob("*.xml"))) == 1, "a shard's folder gained or lost a file"
+        assert len(list((world_runs[name] / "latest").glob("*.xml"))) == 1, "a shard's folder gained or lost a file"
 
 
 def test_refusals_name_the_folder_and_exit_4(
@@ -121,7 +122,7 @@ def test_refusals_name_the_folder_and_exit_4(
 
     def variant(name: str, change: Callable[[dict[str, Any]], None]) -> Path:
         copy = tmp_path / name
-        shutil.copytree(stage, copy)
+        shutil.copytree(stage / "latest", copy)  # the run's folder
         document = _signoff(copy)
         change(document)
         (copy / "signoff.json").write_text(json.dumps(document))
