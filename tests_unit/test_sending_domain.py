@@ -3,11 +3,12 @@ no DNS name, no context entry, Postmark's first key), judged as the scenarios ju
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from probes.cdk import ContextEntry
 from probes.config import Target
-from probes.dns import Answer, Delegation, ZoneObservation
+from probes.dns import Answer, Delegation, ZoneObservation, ask_more
 from probes.postmark import Domain
 from probes.sending_domain import dkim_hosts, judge, key_in_dns
 
@@ -153,3 +154,9 @@ def test_key_in_dns_compares_p_values_not_record_text() -> None:
     assert seen.other == ("ns-2.example.org (127.0.0.3:53) NOERROR, another key",)
     assert not seen.everywhere
     assert key_in_dns(zone, OLD, "k=rsa; p=OLDKEY") is None, "a host DNS was not asked"
+
+
+def test_the_second_dns_round_asks_only_hosts_not_asked_yet() -> None:
+    """On the healthy path Postmark names only the context's host, which the first round asked: no second round."""
+    asked = _zone(*(_answer(s, OLD, (b"k=rsa; p=OLDKEY",)) for s in SERVERS))
+    assert asyncio.run(ask_more(asked, [(OLD.upper() + ".", "txt")], port=9, timeout=0.1)) is asked
