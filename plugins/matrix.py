@@ -32,15 +32,19 @@ PYTEST_OUTCOME = {"xfailed": "waived", "xpassed": "passed"}
 ALL = "all partitions"
 CSS = """
 table.mailgate-matrix { border-collapse: collapse; margin: 8px 0 16px; }
-table.mailgate-matrix th, table.mailgate-matrix td { border: 1px solid #bbb; padding: 3px 10px; text-align: left; }
+table.mailgate-matrix th, table.mailgate-matrix td {
+  border: 1px solid #bbb; padding: 3px 10px; text-align: left; color: #000;
+}
 table.mailgate-matrix th.check { font-family: monospace; font-weight: normal; }
 table.mailgate-matrix td a { color: inherit; text-decoration: none; display: block; }
-td.outcome-passed { background: #d4f4d4; }
-td.outcome-failed { background: #f8c4c4; font-weight: bold; }
-td.outcome-error { background: #e07070; color: #fff; font-weight: bold; }
-td.outcome-waived { background: #fbe7a5; }
-td.outcome-skipped, td.outcome-not-run { background: #e6e6e6; }
-td.outcome-deselected, td.outcome-none { background: #f6f6f6; color: #888; }
+table.mailgate-matrix td.outcome-passed { background: #d4f4d4; }
+table.mailgate-matrix td.outcome-failed { background: #f8c4c4; font-weight: bold; }
+table.mailgate-matrix td.outcome-failed a { color: #8a0000; }
+table.mailgate-matrix td.outcome-error { background: #e07070; font-weight: bold; }
+table.mailgate-matrix td.outcome-error a { color: #fff; }
+table.mailgate-matrix td.outcome-waived { background: #fbe7a5; }
+table.mailgate-matrix td.outcome-skipped, table.mailgate-matrix td.outcome-not-run { background: #e6e6e6; }
+table.mailgate-matrix td.outcome-deselected, table.mailgate-matrix td.outcome-none { background: #f6f6f6; color: #888; }
 """
 
 

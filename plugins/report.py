@@ -280,6 +280,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_html_report_title(report: Any) -> None:
+    """The run's name, not the file's (every run's file is report.html)."""
+    config = getattr(report, "config", None)
+    if config is not None and RUN_FOLDER in config.stash:
+        report.title = f"mailgate {config.stash[RUN_FOLDER].name}"
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_html_results_table_header(cells: list[str]) -> None:
     cells.insert(2, '<th class="sortable" data-column-type="partition">Partition</th>')
     cells.insert(3, '<th class="sortable" data-column-type="check">Check</th>')
