@@ -9,5 +9,6 @@ pytest_plugins = [
     "plugins.deploy",
     "plugins.signoff",
     "plugins.waivers",
+    "plugins.closeout",
     "pytester",
 ]

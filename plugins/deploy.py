@@ -16,13 +16,15 @@ import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from plugins import progress
 from plugins.observations import observer
-from plugins.partitions import item_partition, run_dir, selection, ungrouped
+from plugins.partitions import SELECTION, item_partition, run_dir, selection, ungrouped
 from plugins.report import reports_dir
+from plugins.signoff_log import NOT_DONE, TableProblem, cascade_row, cleared
 from plugins.waivers import applying, waiver_of
 from probes import aws, shell
 from probes.cdk import CdkError, read_context_entry
@@ -46,6 +48,7 @@ class DeployOutcome:
     interrupted: bool = False
     failure: str | None = None
     confirmed_user: str | None = None  # the login of the operator who confirmed a production deploy
+    relied: tuple[str, ...] = ()  # how each `after:` predecessor counted as verified
 
     def reason(self) -> str:
         if self.refused:
@@ -80,6 +83,7 @@ class Gate:
         self.outcomes: dict[str, str] = {}
         self._state: dict[str, str] = {}
         self.deploys: dict[str, DeployOutcome] = {}
+        self.verdicts: dict[str, list[str]] = {}  # partition -> its postmerge node ids in this run
         self.lock = threading.Lock()
 
     @property
@@ -99,9 +103,20 @@ class Gate:
         if report.when != "teardown":
             return
         self.outcomes[nodeid] = self._state.pop(nodeid, "did not run")
-        if nodeid in self.preflight:
-            with self.outcomes_file.open("a") as out:
-                out.write(json.dumps({"nodeid": nodeid, "outcome": self.outcomes[nodeid]}) + "\n")
+        if nodeid in self.preflight or nodeid in self.verdicts:
+            self._publish({"nodeid": nodeid, "outcome": self.outcomes[nodeid]})
+
+    def _publish(self, fact: dict[str, Any]) -> None:
+        """Tell the run's other processes (xdist workers) a fact: one JSON line appended to the run directory."""
+        with self.outcomes_file.open("a") as out:
+            out.write(json.dumps(fact) + "\n")
+
+    def _facts(self) -> list[dict[str, Any]]:
+        """Every fact published so far (a line still being written is read on the next look)."""
+        if not self.outcomes_file.exists():
+            return []
+        text = self.outcomes_file.read_text()
+        return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line]
 
     def blockers(self, target: Target) -> list[str]:
         """Why the partition may not be deployed yet: checks failed, skipped or missing (empty: go)."""
@@ -116,22 +131,58 @@ class Gate:
             if outcomes.get(n) not in CLEARED
         ]
 
-    def _wait_for(self, wanted: list[str]) -> dict[str, str]:
+    def _wait_for(self, wanted: list[str], what: str = "preflight checks") -> dict[str, str]:
         deadline = time.monotonic() + GATE_WAIT
         told = time.monotonic()
         while True:
             known = dict(self.outcomes)
-            if self.outcomes_file.exists():
-                for line in self.outcomes_file.read_text().splitlines():
-                    entry = json.loads(line)
-                    known.setdefault(entry["nodeid"], entry["outcome"])
+            for fact in self._facts():
+                if "nodeid" in fact:
+                    known.setdefault(fact["nodeid"], fact["outcome"])
             if all(n in known for n in wanted) or time.monotonic() > deadline:
                 return known
             if time.monotonic() - told > 30:
                 waiting = ", ".join(_name(n) for n in wanted if n not in known)
-                _say(self.config, f"deploy gate: waiting for preflight checks on other workers: {waiting}")
+                _say(self.config, f"deploy gate: waiting for {what} on other workers: {waiting}")
                 told = time.monotonic()
             time.sleep(0.5)
+
+    def announce(self, outcome: DeployOutcome) -> None:
+        """Publish a partition's deploy outcome, so a partition after it can say why it was not verified."""
+        self.deploys[outcome.partition] = outcome
+        self._publish(
+            {"deploy": outcome.partition, "ok": outcome.ok, "reason": None if outcome.ok else outcome.reason()}
+        )
+
+    def predecessors(self, target: Target) -> tuple[list[str], list[str]]:
+        """(why not yet, how each counted as verified) for the partitions `after:` names: this run's postmerge
+        verdict when their postmerge checks are part of it (waited for until complete), else the execution log."""
+        refused: list[str] = []
+        relied: list[str] = []
+        for name in target.after:
+            ids = self.verdicts.get(name, [])
+            if not ids:
+                verified, said = _logged_verified(self.config, name)
+                (relied if verified else refused).append(
+                    said if verified else f"{target.name} needs {name} verified first; {said}"
+                )
+                continue
+            outcomes = self._wait_for(ids, f"the postmerge verdict of {name}")
+            open_ = [n for n in ids if outcomes.get(n) not in CLEARED]
+            if not open_:
+                waived = sum(outcomes.get(n) == "waived" for n in ids)
+                extra = f", {waived} waived" if waived else ""
+                relied.append(f"{name} verified in this run ({len(ids)} postmerge checks passed{extra})")
+                continue
+            deploy = next((f for f in reversed(self._facts()) if f.get("deploy") == name), None)
+            if deploy is not None and not deploy["ok"]:
+                why = f"{name} was not verified in this run: {deploy['reason']}"
+            else:
+                listed = ", ".join(f"{_name(n)} {outcomes.get(n, 'did not finish')}" for n in open_[:3])
+                more = f" +{len(open_) - 3} more" if len(open_) > 3 else ""
+                why = f"{name} was not verified in this run: {listed}{more}"
+            refused.append(f"{target.name} needs {name} verified first; {why}")
+        return refused, relied
 
 
 GATE = pytest.StashKey[Gate]()
@@ -151,6 +202,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Note every preflight check before -m/-k deselect any: a deselected one still blocks the deploy."""
+    _in_deploy_order(config, items)
     gate = config.stash[GATE]
     for item in items:
         if not item.get_closest_marker("preflight"):
@@ -166,6 +218,29 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gate = session.config.stash[GATE]
     gate.collected = {ungrouped(item.nodeid) for item in session.items}
     gate.preflight = {*gate.shared, *(n for ids in gate.required.values() for n in ids)}
+    for item in session.items:
+        partition = item_partition(item)
+        if partition is not None and item.get_closest_marker("postmerge"):
+            gate.verdicts.setdefault(partition, []).append(ungrouped(item.nodeid))
+
+
+def _in_deploy_order(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With --deploy, each partition's postmerge checks together, partitions in deploy order (the selection's):
+    in one process a partition's verdict is then complete before any partition after it is deployed; under xdist
+    the work units (a partition each) are handed out in that order, so a worker only ever waits for a partition
+    that an earlier unit holds (no wait can be circular)."""
+    if not config.getoption("deploy") or SELECTION not in config.stash:
+        return
+    order = {t.name: i for i, t in enumerate(config.stash[SELECTION].targets)}
+
+    def rank(indexed: tuple[int, pytest.Item]) -> tuple[int, int]:
+        index, item = indexed
+        partition = item_partition(item)
+        if item.get_closest_marker("postmerge") and partition is not None:
+            return order.get(partition, len(order)), index
+        return -1, index
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=rank)]
 
 
 @pytest.fixture
@@ -181,7 +256,7 @@ def deployed(target: Target, request: pytest.FixtureRequest) -> DeployOutcome | 
             outcome = _deploy(config, gate, target)
             if outcome.confirmed_by:
                 outcome = replace(outcome, confirmed_user=_login())
-            gate.deploys[target.name] = outcome
+            gate.announce(outcome)
             request.node.user_properties.append(("mailgate_deploy", json.dumps(asdict(outcome))))
     if outcome.interrupted:  # report it (the sign-off's Deploy cell says so), then stop the run as Ctrl-C would
         request.session.shouldstop = f"Ctrl-C during the deploy of {target.name}"
@@ -191,17 +266,29 @@ def deployed(target: Target, request: pytest.FixtureRequest) -> DeployOutcome | 
 
 
 def _deploy(config: pytest.Config, gate: Gate, target: Target) -> DeployOutcome:
-    def refused(reason: str) -> DeployOutcome:
-        return DeployOutcome(target.name, False, False, reason, None, 0.0, None, None)
-
     blockers = gate.blockers(target)
     if blockers:
-        return refused("; ".join(blockers))
+        return _refused(target, "; ".join(blockers))
+    before, relied = gate.predecessors(target)
+    if before:
+        return _refused(target, "; ".join(before))
+    for note in relied:
+        _say(config, f"[{target.name}] deploy order: {note}")
+    return replace(_deploy_now(config, target), relied=tuple(relied))
+
+
+def _refused(target: Target, reason: str) -> DeployOutcome:
+    return DeployOutcome(target.name, False, False, reason, None, 0.0, None, None)
+
+
+def _deploy_now(config: pytest.Config, target: Target) -> DeployOutcome:
     confirmed_by = None
     if target.production:
         confirmed_by = _confirm(config, target)
         if confirmed_by is None:
-            return refused(f"{target.name} is a production partition: confirm with --confirm-production {target.name}")
+            return _refused(
+                target, f"{target.name} is a production partition: confirm with --confirm-production {target.name}"
+            )
     chosen = selection(config)
     try:
         observer(config).credentials.get(target.credential)  # the seeds' `op read` pre-warm
@@ -279,6 +366,28 @@ def _confirm(config: pytest.Config, target: Target) -> str | None:
         prompt = "\n".join(["", *accepted, f"Deploy production partition {target.name}? Type its name to confirm: "])
         typed = input(prompt).strip()
     return "prompt" if typed == target.name else None
+
+
+def _logged_verified(config: pytest.Config, name: str) -> tuple[bool, str]:
+    """Whether the execution log's cascade row says the partition is verified (✅, or ⚠️ waived), and what it says."""
+    log = selection(config).signoff_log
+    if log is None:
+        return False, (
+            f"{name}'s postmerge checks are not part of this run and no execution log is configured "
+            "(signoff.log / --signoff-log) to say it was verified"
+        )
+    try:
+        row = cascade_row(log.read_text(encoding="utf-8"), name)
+    except (OSError, UnicodeDecodeError) as exc:
+        return False, f"the execution log {log} cannot be read: {getattr(exc, 'strerror', None) or exc}"
+    except TableProblem as exc:
+        return False, f"the execution log {log} has no usable cascade table: {exc}"
+    if row is None:
+        return False, f"the execution log {log} has no row for {name}"
+    verified = row["Verified"] or NOT_DONE
+    if cleared(verified):
+        return True, f"{name} counted as verified from the execution log {log}: Verified {verified}"
+    return False, f"the execution log says {verified}"
 
 
 def _login() -> str:

@@ -346,6 +346,11 @@ class Recorder:
         else:
             self.summary.append(f"sign-off: {folder / 'signoff.md'}, {folder / 'signoff.json'}")
         self.summary += [result.message for result in (log, matrix) if result is not None]
+        self.summary += [
+            f"deploy order: {deploy['partition']}: {note}"
+            for deploy in self.deploys.values()
+            for note in deploy.get("relied") or ()
+        ]
         self.summary += notes((r.check.nodeid, r.waiver) for r in self.results.values() if r.waiver)
         if not self.complete:
             self.summary.append("sign-off is INCOMPLETE: the run was interrupted")

@@ -88,6 +88,17 @@ def signoff_cell(phases: Mapping[str, str], date: str) -> str:
     return verified.group(0) if verified else date
 
 
+def cascade_row(text: str, partition: str) -> dict[str, str] | None:
+    """The partition's row of the cascade table as column → cell text (None: no row); TableProblem without one."""
+    lines = list(_split_lines(text))
+    header_at, end = _find_table(lines)
+    for at in range(header_at + 2, end):
+        cells = [cell.strip() for _, _, cell in _cells(lines[at][0])]
+        if cells and _plain(cells[0]) == partition:
+            return dict(zip(HEADER, cells + [""] * (len(HEADER) - len(cells)), strict=False))
+    return None
+
+
 def update_text(text: str, updates: Sequence[RowUpdate]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """`text` with the cascade table's rows updated; (new text, partitions updated, partitions added).
 

@@ -91,11 +91,12 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def _check_names(config: pytest.Config) -> set[str]:
-    """The check functions (`def test_…`) in the run's test paths, read from the source: known before collection,
-    so a typo stops the run on the xdist controller too, where nothing is collected."""
+    """The check functions (`def test_…`) in the run's test paths and the project's testpaths, read from the source:
+    known before collection, so a typo stops the run on the xdist controller too, where nothing is collected."""
     files: set[Path] = set()
-    for arg in config.args:
-        root = Path(config.invocation_params.dir, arg.split("::")[0])
+    roots = [Path(config.invocation_params.dir, arg.split("::")[0]) for arg in config.args]
+    roots += [config.rootpath / path for path in config.getini("testpaths")]  # a run narrowed to one folder
+    for root in roots:
         if root.suffix == ".py":
             files.add(root)
         for folder, dirs, found in os.walk(root):
@@ -175,6 +176,12 @@ def waiver_of(report: pytest.TestReport) -> dict[str, Any] | None:
 def describe(record: dict[str, Any]) -> str:
     """A recorded waiver as the sign-off cell names it: `test_dmarc (reason; until 2026-12-31, by Jane)`."""
     return f"{record['check']} ({record['reason']}; until {record['expires']}, by {record['by']})"
+
+
+@pytest.fixture
+def mailgate_waivers(request: pytest.FixtureRequest) -> Waivers:
+    """This run's waivers (none when no waivers file is configured)."""
+    return request.config.stash.get(WAIVERS, None) or Waivers(None, (), date.today())
 
 
 def applying(config: pytest.Config, partition: str) -> list[Waiver]:

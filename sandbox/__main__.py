@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     diff = commands.add_parser("diff", help="cdk diff of a fresh synth against the deployed stack")
     diff.add_argument("infrastructure")
     diff.add_argument("partition")
-    commands.add_parser("demo", help="preflight, gated deploy and postmerge of every partition in a fresh world")
+    commands.add_parser(
+        "demo", help="the cascade (preflight, deploy in order, postmerge) and its closeout in a fresh world"
+    )
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -100,12 +102,10 @@ def _down(state_dir: Path) -> int:
 
 
 def _demo() -> int:
-    """The README's main job: every partition through preflight, the gated deploy and postmerge."""
-    import pytest
+    """The README's main job: the cascade (preflight, gated deploy in deploy order, postmerge), then its closeout."""
+    from sandbox.demo import run
 
-    from sandbox.suite import suite_args
-
-    return int(pytest.main(suite_args("--sandbox", "--deploy", "--confirm-production", "prod")))
+    return run()
 
 
 if __name__ == "__main__":

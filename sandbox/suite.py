@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECK_PATHS = (str(ROOT / "tests_preflight"), str(ROOT / "tests_postmerge"))
+CHECK_PATHS = (str(ROOT / "tests_preflight"), str(ROOT / "tests_postmerge"), str(ROOT / "tests_closeout"))
 POSTMERGE_CHECKS = (
     "test_stack_status",
     "test_exports",

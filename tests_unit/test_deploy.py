@@ -17,9 +17,12 @@ import yaml
 from sandbox.suite import POSTMERGE_CHECKS, suite_args
 
 
-def _variant(scenarios, tmp_path: Path, **infra: str) -> str:
-    """The world's partitions file with some commands replaced (`deploy=` for the deploy command)."""
+def _variant(scenarios, tmp_path: Path, after: dict[str, list[str]] | None = None, **infra: str) -> str:
+    """The world's partitions file with some commands replaced (`deploy=` for the deploy command) and, with
+    `after`, some partitions' deploy order."""
     data = yaml.safe_load(Path(scenarios.world.info.partitions_file).read_text())
+    for name, before in (after or {}).items():
+        data["partitions"][name]["after"] = before
     deploy = infra.pop("deploy", None)
     data["infra"].update(infra)
     if deploy is not None:
@@ -74,9 +77,8 @@ def test_production_needs_its_own_confirmation(  # noqa: PLR0917 - fixtures and 
     scenarios, run_checks, tmp_path: Path, monkeypatch, args, why
 ) -> None:
     monkeypatch.setenv("CI", "true")
-    run = run_checks(
-        "--partition", "dev,prod", "--deploy", *args, "--partitions-file", _variant(scenarios, tmp_path, **QUICK)
-    )
+    partitions = _variant(scenarios, tmp_path, after={"prod": ["dev"]}, **QUICK)
+    run = run_checks("--partition", "dev,prod", "--deploy", *args, "--partitions-file", partitions)
     assert why in run.messages["test_stack_status[prod]"]
     assert {run.outcomes[f"{check}[prod]"] for check in POSTMERGE_CHECKS} == {"error"}
     assert {run.outcomes[f"{check}[dev]"] for check in POSTMERGE_CHECKS} == {"passed"}, run.messages
