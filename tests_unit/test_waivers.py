@@ -216,3 +216,40 @@ def _stopped(project: pytest.Pytester, result: pytest.RunResult, says: str) -> N
     assert len(errors) == 1, result.stderr.str()
     assert "passed" not in result.stdout.str()
     assert "failed" not in result.stdout.str()
+
+
+PROMPT_CHECK = """
+import io
+import pytest
+from plugins.deploy import _confirm
+
+
+@pytest.mark.postmerge
+def test_dmarc(target, request, monkeypatch):
+    asked = []
+    tty = io.StringIO()
+    tty.isatty = lambda: True
+    monkeypatch.setattr("sys.stdin", tty)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or target.name)
+    assert _confirm(request.config, target) == "prompt"
+    open("prompt.txt", "w").write(asked[0])
+"""
+
+
+def test_the_production_confirmation_prompt_lists_the_waivers_that_apply(project: pytest.Pytester) -> None:
+    (project.path / "tests_postmerge").mkdir()
+    (project.path / "tests_postmerge" / "test_post.py").write_text(PROMPT_CHECK)
+    waivers = WAIVER.format(expires="2999-12-31").replace("partition: dev", "partition: prod")
+    waivers += "- {check: test_dmarc, partition: dev, reason: other, expires: 2999-01-01, by: Sam}\n"
+    (project.path / "waivers.yaml").write_text(waivers)
+    result = project.runpytest(
+        *PLUGINS, "-p", "plugins.deploy", "--partition", "prod", "--waivers", "waivers.yaml", "-s"
+    )
+    assert result.ret == 0, result.stdout.str()
+    assert (project.path / "prompt.txt").read_text() == (
+        "\nwaivers that apply to prod (1):\n"
+        "  test_dmarc (the DMARC mailbox moves next week; until 2999-12-31, by Jane Operator) "
+        f"[{project.path / 'waivers.yaml'}:2]\n"
+        "Deploy production partition prod? Type its name to confirm: "
+    )
