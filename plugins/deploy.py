@@ -84,6 +84,7 @@ class Gate:
         self._state: dict[str, str] = {}
         self.deploys: dict[str, DeployOutcome] = {}
         self.verdicts: dict[str, list[str]] = {}  # partition -> its postmerge node ids in this run
+        self.postmerge: set[str] = set()  # all of them
         self.lock = threading.Lock()
 
     @property
@@ -103,7 +104,7 @@ class Gate:
         if report.when != "teardown":
             return
         self.outcomes[nodeid] = self._state.pop(nodeid, "did not run")
-        if nodeid in self.preflight or nodeid in self.verdicts:
+        if nodeid in self.preflight or nodeid in self.postmerge:
             self._publish({"nodeid": nodeid, "outcome": self.outcomes[nodeid]})
 
     def _publish(self, fact: dict[str, Any]) -> None:
@@ -222,6 +223,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         partition = item_partition(item)
         if partition is not None and item.get_closest_marker("postmerge"):
             gate.verdicts.setdefault(partition, []).append(ungrouped(item.nodeid))
+            gate.postmerge.add(ungrouped(item.nodeid))
 
 
 def _in_deploy_order(config: pytest.Config, items: list[pytest.Item]) -> None:

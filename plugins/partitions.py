@@ -140,10 +140,30 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
     from xdist.scheduler import LoadScopeScheduling
 
     partitions = {t.name for t in config.stash[SELECTION].config.targets.values()}
+    deploying = bool(config.getoption("deploy", False))
 
     class PartitionScheduling(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             return group_of(nodeid, partitions)
+
+        def schedule(self) -> None:
+            """With --deploy, hand out every work unit at once, in collection (deploy) order, to the least loaded
+            worker, then tell every worker no more work follows.
+
+            A worker runs an item only once it knows the next one or is told to stop (pytest's teardown needs
+            `nextitem`), so the last check of a partition waits for more work; a partition after it waits for
+            that partition's whole verdict. Handed out dynamically, that last check could wait forever. Handed
+            out in deploy order, each worker's queue follows the cascade, so no wait can be circular.
+            """
+            deal = deploying and self.collection is None
+            super().schedule()
+            if not deal or self.collection is None:
+                return
+            while self.workqueue:
+                node = min(self.nodes, key=lambda n: sum(len(unit) for unit in self.assigned_work[n].values()))
+                self._assign_work_unit(node)
+            for node in self.nodes:
+                self._reschedule(node)  # the queue is empty: each worker is told to finish what it holds
 
     # keep collection order (shared preflight checks first): xdist would hand out the largest groups first,
     # and a partition's deploy waiting for the shared checks queued behind it would never start them

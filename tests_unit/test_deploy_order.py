@@ -61,7 +61,7 @@ def test_under_xdist_each_waits_for_its_predecessors_verdict_and_independent_one
     scenarios, pytester, tmp_path: Path
 ) -> None:
     times = tmp_path / "times.txt"
-    partitions = _variant(scenarios, tmp_path, deploy=_timed(times))
+    partitions = _variant(scenarios, tmp_path, **QUICK, deploy=_timed(times))
     reports = tmp_path / "reports"
     args = ("-n", "4", "--deploy", "--confirm-production", "prod", "-q")
     result = pytester.runpytest_subprocess(
