@@ -33,7 +33,7 @@ def _times(path: Path) -> dict[tuple[str, str], float]:
 
 
 def _deploys(reports: Path) -> dict[str, dict]:
-    return {d["partition"]: d for d in json.loads((reports / "signoff.json").read_text())["deploys"]}
+    return {d["partition"]: d for d in json.loads((reports / "latest" / "signoff.json").read_text())["deploys"]}
 
 
 def test_a_failed_predecessor_stops_every_partition_after_it(scenarios, run_checks, tmp_path: Path) -> None:

@@ -147,7 +147,7 @@ def test_a_run_sets_the_gate_and_verification_rows_of_real_files(checks_project:
             f"verification matrix {project.path / 'verification.md'}: updated V-PART-DNS-dev, V-PART-DNS-prod",
         ]
     )
-    document = json.loads((project.path / "out" / "signoff.json").read_text())
+    document = json.loads((project.path / "out" / "latest" / "signoff.json").read_text())
     assert document["verification"]["status"] == "updated"
 
 
