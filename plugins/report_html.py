@@ -22,6 +22,7 @@ section.mailgate-check.outcome-failed, section.mailgate-check.outcome-error { bo
 section.mailgate-check.outcome-waived { border-color: #e0b000; }
 section.mailgate-check h3, section.mailgate-partition h3 { font-size: 1em; margin: 6px 0; }
 pre.mailgate-message { white-space: pre-wrap; background: #fff4f4; padding: 6px; }
+pre.mailgate-diff { white-space: pre; background: #f6f6f6; padding: 6px; overflow-x: auto; }
 pre.mailgate-evidence { white-space: pre-wrap; background: #f6f6f6; padding: 6px; margin: 2px 0 8px; }
 table.mailgate-table { border-collapse: collapse; margin: 2px 0 8px; font-size: 0.9em; }
 table.mailgate-table th, table.mailgate-table td { border: 1px solid #ccc; padding: 2px 6px; text-align: left; }
@@ -34,19 +35,26 @@ def sections(
     partitions: Sequence[str],
     deploys: Mapping[str, Mapping[str, Any]],
     report_dir: Path,
+    diffs: Mapping[str, Path],
 ) -> str:
-    """The partitions' sections, then one section per check (anchored for the matrix's links)."""
+    """The partitions' sections (deploy, and the diff summary where this run wrote one), then one section per
+    check (anchored for the matrix's links)."""
     parts = [f"<style>{CSS}</style>", '<h2 id="mailgate-partitions">Partitions</h2>']
-    parts += [_partition(name, deploys.get(name), report_dir) for name in partitions]
+    parts += [_partition(name, deploys.get(name), report_dir, diffs.get(name)) for name in partitions]
     parts.append('<h2 id="mailgate-checks">Checks and their evidence</h2>')
     parts += [_check(entry) for entry in entries if entry.get("outcome") != "deselected"]
     return "".join(parts)
 
 
-def _partition(name: str, deploy: Mapping[str, Any] | None, report_dir: Path) -> str:
+def _partition(name: str, deploy: Mapping[str, Any] | None, report_dir: Path, diff: Path | None) -> str:
+    summary = ""
+    if diff is not None and diff.is_file():
+        link = f'<a href="{escape(_relative(diff, report_dir))}">{escape(diff.name)}</a>'
+        text = diff.read_text(encoding="utf-8", errors="replace")
+        summary = f'<p>Diff summary ({link}):</p><pre class="mailgate-diff">{escape(text)}</pre>'
     return (
         f'<section class="mailgate-partition" id="partition-{escape(name)}"><h3>{escape(name)}</h3>'
-        f'<p class="mailgate-deploy">Deploy: {_deploy(deploy, report_dir)}</p></section>'
+        f'<p class="mailgate-deploy">Deploy: {_deploy(deploy, report_dir)}</p>{summary}</section>'
     )
 
 

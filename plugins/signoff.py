@@ -460,7 +460,11 @@ class Recorder:
         prefix[:0] = [redact(matrix), redact(table)]
         html = getattr(self.config.option, "htmlpath", None)
         report_dir = Path(html).resolve().parent if html else reports_dir(self.config)
-        postfix.append(redact(sections(self.check_entries(None), self.partitions(), self.deploys, report_dir)))
+        chosen = self.config.stash.get(SELECTION, None)
+        folder = reports_dir(self.config)
+        diffs = {t.name: folder / f"diff-{t.infrastructure}-{t.name}.md" for t in (chosen.targets if chosen else ())}
+        entries = self.check_entries(None)
+        postfix.append(redact(sections(entries, self.partitions(), self.deploys, report_dir, diffs)))
 
     def partitions(self) -> list[str]:
         """The selected partitions, in this run's order."""

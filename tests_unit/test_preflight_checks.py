@@ -272,6 +272,11 @@ def test_an_add_only_change_passes_and_is_reported(scenarios, run_checks, tmp_pa
     assert run.outcomes == {"test_diff_is_safe[dev]": "passed"}, run.messages
     (row,) = _diff_report(tmp_path, "Alpha002-dev")
     assert row.startswith("add AWS::Route53::RecordSet Verify"), row
+    from test_report_matrix import Page  # the report's parser
+
+    page = Page((tmp_path / "reports" / "latest" / "report.html").read_text(encoding="utf-8"))
+    assert "partition-dev" in page.sections, "the report has a section for the partition"
+    assert f"| {row.replace(' ', ' | ')} |" in page.diffs["partition-dev"], "with its diff summary"
 
 
 def test_a_change_that_destroys_a_record_set_fails(scenarios, run_checks, tmp_path: Path) -> None:

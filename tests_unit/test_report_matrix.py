@@ -23,6 +23,8 @@ class Page(HTMLParser):
         self.ids: set[str] = set()
         self.tables: list[tuple[dict[str, str | None], list[list[tuple[str, dict[str, str | None], str | None]]]]] = []
         self.sections: dict[str, list[str]] = {}  # section id -> its h3/h4 texts
+        self.diffs: dict[str, str] = {}  # partition section id -> its diff summary
+        self._diff: list[str] | None = None
         self._open: list[list] = []
         self._cell: tuple[list[str], dict[str, str | None], list[str]] | None = None
         self._section: str | None = None
@@ -43,6 +45,8 @@ class Page(HTMLParser):
             self.sections[str(self._section)] = []
         elif tag in ("h3", "h4") and self._section:
             self._heading = []
+        elif tag == "pre" and found.get("class") == "mailgate-diff":
+            self._diff = []
         elif tag == "table":
             self.tables.append((found, []))
             self._open.append(self.tables[-1][1])
@@ -67,11 +71,14 @@ class Page(HTMLParser):
         elif tag in ("h3", "h4") and self._heading is not None and self._section:
             self.sections[self._section].append("".join(self._heading).strip())
             self._heading = None
+        elif tag == "pre" and self._diff is not None and self._section:
+            self.diffs[self._section] = "".join(self._diff)
+            self._diff = None
         elif tag == "section":
             self._section = None
 
     def handle_data(self, data: str) -> None:
-        for sink in (self._cell[0] if self._cell else None, self._heading):
+        for sink in (self._cell[0] if self._cell else None, self._heading, self._diff):
             if sink is not None:
                 sink.append(data)
 
