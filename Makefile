@@ -25,6 +25,7 @@ demo: $(STAMP)
 # pyproject.toml names; the suite's tests add hypothesis's (its seeds and statistics).
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest tests_unit -n 2 -q -p hypothesispytest
 
 # Benchmarks against the sandbox (bench/RESULTS.md says what they measured and why).

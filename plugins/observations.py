@@ -172,7 +172,7 @@ class Observer:
 
     def _pending(self, target: Target, found: dict[str, PartitionObservation]) -> list[Target]:
         """The target plus every selected partition this run has postmerge checks for and nobody observed yet."""
-        session_items = getattr(self._config, "_mailgate_items", ())
+        session_items = self._config.stash.get(ITEMS, ())
         names = {item_partition(item) for item in session_items if item.get_closest_marker("postmerge")}
         return [t for t in self._chosen.targets if t == target or (t.name in names and t.name not in found)]
 
@@ -211,6 +211,7 @@ def _publish(path: Path, found: dict[str, PartitionObservation]) -> None:
 
 
 OBSERVER = pytest.StashKey[Observer]()
+ITEMS = pytest.StashKey[tuple[pytest.Item, ...]]()  # this process's collected items (after deselection)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -233,7 +234,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    config._mailgate_items = tuple(items)  # type: ignore[attr-defined]
+    config.stash[ITEMS] = tuple(items)
 
 
 def observer(config: pytest.Config) -> Observer:

@@ -73,11 +73,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     )
     if (rootpath, inipath) == (early_config.rootpath, early_config.inipath):
         return
-    early_config._rootpath, early_config._inipath = rootpath, inipath  # type: ignore[attr-defined]
-    early_config._inicfg, early_config._ignored_config_files = inicfg, ignored  # type: ignore[attr-defined]
-    early_config._inicache.clear()  # type: ignore[attr-defined]
+    early_config._rootpath, early_config._inipath = rootpath, inipath
+    early_config._inicfg, early_config._ignored_config_files = inicfg, ignored
+    early_config._inicache.clear()
     parser.extra_info.update(rootdir=str(rootpath), inifile=str(inipath))
-    addopts = early_config._validate_args(early_config.getini("addopts"), "via addopts config")  # type: ignore[attr-defined]
+    addopts = early_config._validate_args(early_config.getini("addopts"), "via addopts config")
     args[:] = addopts + args
     early_config.known_args_namespace = parser.parse_known_args(args, namespace=copy.copy(early_config.option))
     early_config.known_args_namespace.confcutdir = str(inipath.parent if inipath else rootpath)
@@ -120,8 +120,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: object) -> None:
     """xdist: hand each worker what the controller decided at configure time (it does not forward options)."""
-    config = node.config  # type: ignore[attr-defined]
-    node.workerinput[WORKER_KEY] = {  # type: ignore[attr-defined]
+    config = node.config  # type: ignore[attr-defined]  # xdist's WorkerController (untyped) carries the config
+    node.workerinput[WORKER_KEY] = {  # type: ignore[attr-defined]  # and the worker's input
         "run_dir": config.option.mailgate_run_dir,
         "partitions_file": str(partitions_file(config)) if SELECTION in config.stash else None,
     }
@@ -142,7 +142,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
     partitions = {t.name for t in config.stash[SELECTION].config.targets.values()}
     deploying = bool(config.getoption("deploy", False))
 
-    class PartitionScheduling(LoadScopeScheduling):  # type: ignore[misc]
+    class PartitionScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist ships no types: its base is Any
         def _split_scope(self, nodeid: str) -> str:
             return group_of(nodeid, partitions)
 

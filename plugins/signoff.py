@@ -310,7 +310,7 @@ class Recorder:
         self.results.setdefault(report.nodeid, Result(check)).absorb(report)
         for name, value in report.user_properties:
             if name == "mailgate_deploy":
-                deploy = json.loads(value)
+                deploy = json.loads(str(value))
                 self.deploys[deploy["partition"]] = deploy
 
     @pytest.hookimpl(optionalhook=True)
@@ -393,7 +393,7 @@ class Recorder:
         exitstatus: int,
         log: LogResult | None,
         matrix: LogResult | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         options = {name: getattr(self.config.option, name) for name in OPTIONS if hasattr(self.config.option, name)}
         head, head_problem = self.head
         head_at_end = _git_head(chosen.infra_repo)[0] if chosen else None
@@ -573,8 +573,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """The checks this process will run (a worker sends them to the controller with its final output)."""
     config = session.config
     checks = [asdict(c) for c in map(check_id, session.items) if c is not None]
+    deselected = config.stash[DESELECTED]
     if hasattr(config, "workerinput"):
+        # xdist gives a worker's config `workeroutput` (its plugin adds it; pytest's Config does not declare it)
         config.workeroutput["mailgate_checks"] = checks  # type: ignore[attr-defined]
-        config.workeroutput["mailgate_deselected"] = config.stash[DESELECTED]  # type: ignore[attr-defined]
+        config.workeroutput["mailgate_deselected"] = deselected  # type: ignore[attr-defined]  # as above
     else:
-        config.stash[RECORDER].expect(checks, config.stash[DESELECTED])
+        config.stash[RECORDER].expect(checks, deselected)

@@ -114,15 +114,15 @@ def update_text(text: str, updates: Sequence[RowUpdate]) -> tuple[str, tuple[str
     updated: list[str] = []
     added: list[str] = []
     for update in updates:
-        at = rows.get(update.partition)
-        if at is None:
+        row_at = rows.get(update.partition)
+        if row_at is None:
             end = _add_row(lines, header_at, end, update)
             added.append(update.partition)
             continue
-        content, ending = lines[at]
+        content, ending = lines[row_at]
         new = _update_row(content, update)
         if new != content:
-            lines[at] = (new, ending)
+            lines[row_at] = (new, ending)
             updated.append(update.partition)
     return "".join(content + ending for content, ending in lines), tuple(updated), tuple(added)
 

@@ -168,7 +168,7 @@ def waiver_of(report: pytest.TestReport) -> dict[str, Any] | None:
     """The waiver a check's report was judged against (None: none covered it)."""
     for name, value in report.user_properties:
         if name == PROPERTY:
-            record: dict[str, Any] = json.loads(value)
+            record: dict[str, Any] = json.loads(str(value))
             return record
     return None
 

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 import botocore.exceptions as bx
@@ -26,6 +26,13 @@ import botocore.session
 from botocore.config import Config as BotoConfig
 
 from probes.pacing import Pacer, Quota
+
+if TYPE_CHECKING:  # the typed stubs (boto3-stubs[sts,cloudformation,route53]) are a test extra, not a dependency
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_route53 import Route53Client
+    from mypy_boto3_sts import STSClient
+
+Service = Literal["sts", "cloudformation", "route53"]
 
 HEALTHY_STACK = ("CREATE_COMPLETE", "UPDATE_COMPLETE")
 _CLIENTS: dict[tuple[str, str, str], Any] = {}
@@ -152,7 +159,15 @@ def available_profiles() -> list[str]:
     return sorted(boto3.Session().available_profiles)
 
 
-def client(profile: str, service: str, region: str, *, account: str | None = None) -> Any:
+@overload
+def client(profile: str, service: Literal["sts"], region: str, *, account: str | None = None) -> STSClient: ...
+@overload
+def client(
+    profile: str, service: Literal["cloudformation"], region: str, *, account: str | None = None
+) -> CloudFormationClient: ...
+@overload
+def client(profile: str, service: Literal["route53"], region: str, *, account: str | None = None) -> Route53Client: ...
+def client(profile: str, service: Service, region: str, *, account: str | None = None) -> Any:
     """One cached client per profile, service and region. A profile's clients share one session, so its
     credentials (an assumed role) are fetched once, not once per service; clients are thread-safe,
     sessions are not, so each profile's clients are made under that profile's lock. A Route 53 client paces

@@ -421,8 +421,9 @@ def _check_depth(path: Path, text: str) -> None:
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
+                where = f":{event.start_mark.line + 1}" if event.start_mark is not None else ""
                 raise ConfigError(
-                    f"{path}:{event.start_mark.line + 1}: YAML nested more than {MAX_DEPTH} levels deep; "
+                    f"{path}{where}: YAML nested more than {MAX_DEPTH} levels deep; "
                     "a partitions file is a few levels deep"
                 )
         elif isinstance(event, yaml.CollectionEndEvent):
@@ -501,7 +502,7 @@ def _first_error(path: Path, lines: dict[tuple[str, ...], int], exc: ValidationE
     return _located(path, lines, loc, message)
 
 
-def _located(path: Path, lines: dict[tuple[str, ...], int], loc: tuple[str, ...], message: str) -> str:
+def _located(path: Path, lines: Mapping[tuple[str, ...], int], loc: tuple[str, ...], message: str) -> str:
     line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
     where = f"{path}:{line}" if line else str(path)
     return f"{where}: {_dotted(loc)}: {message}"
@@ -516,7 +517,7 @@ def _dotted(loc: tuple[str, ...]) -> str:
 def _allowed_keys(parent: tuple[str, ...]) -> list[str]:
     """The keys the model allows at `parent` (a path of keys), or [] where keys are free names."""
     model: type[BaseModel] = ConfigFile
-    named = {"partitions": PartitionSpec, "infrastructures": Infrastructure}
+    named: dict[str, type[BaseModel]] = {"partitions": PartitionSpec, "infrastructures": Infrastructure}
     index = 0
     while index < len(parent):
         part = parent[index]

@@ -487,7 +487,9 @@ async def _udp(
     wire = request.to_wire()
     interval = max(deadline - time.monotonic(), 0.0) / (retries + 1)
     backend = dns.asyncbackend.get_backend("asyncio")
-    async with await backend.make_socket(family, socket.SOCK_DGRAM, 0, None, (host, port)) as sock:
+    # dnspython's Backend.make_socket has no annotations (dns/asyncbackend.py, dns/_asyncbackend.py)
+    socket_made = backend.make_socket(family, socket.SOCK_DGRAM, 0, None, (host, port))  # type: ignore[no-untyped-call]
+    async with await socket_made as sock:
         for attempt in range(retries + 1):
             left = deadline - time.monotonic()
             if left <= 0:

@@ -274,9 +274,9 @@ def parse_spf(text: str, name: str = "") -> SpfRecord:
     terms: list[SpfTerm] = []
     problems: list[str] = []
     for raw in text[6:].split():
-        term, problem = _spf_term(raw)
-        if problem:
-            problems.append(f"{where}: term {raw!r} {problem}")
+        term, why = _spf_term(raw)
+        if why:
+            problems.append(f"{where}: term {raw!r} {why}")
         elif term:
             terms.append(term)
     mechanisms = [t for t in terms if not t.modifier]
@@ -443,7 +443,9 @@ def key_size(key_type: str, key: str) -> tuple[int | None, str | None]:
 def _dkim_lists(values: dict[str, str], where: str) -> list[str]:
     """h=, s= and t= of a key record (RFC 6376 §3.6.1): colon lists that must still let email be verified."""
     problems: list[str] = []
-    lists = {tag: [v.strip() for v in values[tag].split(":")] for tag in ("h", "s", "t") if tag in values}
+    lists: dict[str, list[str]] = {
+        tag: [v.strip() for v in values[tag].split(":")] for tag in ("h", "s", "t") if tag in values
+    }
     for tag, pattern in (("h", _DKIM_TOKEN), ("s", _DKIM_SERVICE), ("t", _DKIM_TOKEN)):
         bad = [v for v in lists.get(tag, []) if not pattern.fullmatch(v)]
         if bad:

@@ -36,7 +36,8 @@ def status(path: Path) -> RepoStatus:
     except subprocess.CalledProcessError as exc:
         why = (exc.stderr or "").strip().splitlines()[-1:] or ["git failed"]
         return RepoStatus(path, None, None, (), (), f"{path} is not a usable git work tree: {why[0]}")
-    modified, untracked = [], []
+    modified: list[str] = []
+    untracked: list[str] = []
     for line in porcelain.splitlines():
         (untracked if line.startswith("??") else modified).append(line[3:])
     return RepoStatus(path, head, branch, tuple(modified), tuple(untracked), None)

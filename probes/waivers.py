@@ -74,7 +74,11 @@ class _Loader(yaml.SafeLoader):
     """Dates stay text here, so pydantic judges them (PyYAML raises a bare ValueError on 2026-13-01)."""
 
 
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+def _timestamp_as_text(loader: _Loader, node: yaml.Node) -> str:
+    return loader.construct_yaml_str(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
 
 
 def load(path: Path, partitions: Collection[str]) -> tuple[Waiver, ...]:

@@ -65,7 +65,7 @@ class AwsServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        from moto.server import DomainDispatcherApplication, create_backend_app
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
         from sandbox.moto_secrets import teach_moto_secrets
 
@@ -151,8 +151,8 @@ def _action(environ: dict[str, Any]) -> str:
     """The API action of a query-protocol request (`Action=`), or `X-Amz-Target`'s operation."""
     target = environ.get("HTTP_X_AMZ_TARGET", "")
     if target:
-        return target.rsplit(".", 1)[-1]
-    action = parse_qs(environ.get("QUERY_STRING", "")).get("Action")
+        return str(target).rsplit(".", 1)[-1]
+    action = parse_qs(str(environ.get("QUERY_STRING", ""))).get("Action")
     if action:
         return action[0]
     if environ.get("REQUEST_METHOD") == "POST" and "form" in environ.get("CONTENT_TYPE", ""):

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import dns.exception
 import dns.flags
@@ -41,6 +41,7 @@ import dns.rrset
 
 FaultKind = Literal["servfail", "refused", "nxdomain", "noanswer", "timeout", "truncate", "delay", "lame", "down"]
 Transport = Literal["udp", "tcp"]
+TRANSPORTS: tuple[tuple[int, Transport], ...] = ((socket.SOCK_DGRAM, "udp"), (socket.SOCK_STREAM, "tcp"))
 
 EDNS_PAYLOAD = 1232  # what the server advertises (DNS flag day 2020)
 MAX_CHAIN = 8  # CNAME links followed
@@ -224,7 +225,7 @@ class _HeldReplies:
     thread of its own. stop() drops whatever is still held."""
 
     def __init__(self) -> None:
-        self._due: list[tuple[float, int, socket.socket, bytes, object]] = []
+        self._due: list[tuple[float, int, socket.socket, bytes, tuple[Any, ...]]] = []
         self._order = itertools.count()
         self._changed = threading.Condition()
         self._closed = False
@@ -235,7 +236,7 @@ class _HeldReplies:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def hold(self, seconds: float, sock: socket.socket, reply: bytes, peer: object) -> None:
+    def hold(self, seconds: float, sock: socket.socket, reply: bytes, peer: tuple[Any, ...]) -> None:
         with self._changed:
             heapq.heappush(self._due, (time.monotonic() + seconds, next(self._order), sock, reply, peer))
             self._changed.notify()
@@ -402,11 +403,12 @@ class DnsServer:
         attempts = 1 if self._requested_port else BIND_ATTEMPTS
         error: OSError | None = None
         for _ in range(attempts):
-            port, bound = self._requested_port, []
+            port = self._requested_port
+            bound: list[tuple[socket.socket, str, Transport]] = []
             try:
                 for address in self._addresses:
                     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-                    for kind, transport in ((socket.SOCK_DGRAM, "udp"), (socket.SOCK_STREAM, "tcp")):
+                    for kind, transport in TRANSPORTS:
                         sock = socket.socket(family, kind)
                         bound.append((sock, address, transport))
                         if kind == socket.SOCK_STREAM:

@@ -40,7 +40,7 @@ def teach_moto_secrets() -> None:
             return attr == "Id"
 
         @classmethod
-        def create_from_cloudformation_json(  # type: ignore[override]
+        def create_from_cloudformation_json(
             cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
         ) -> CfnSecret:
             properties = cloudformation_json["Properties"]

@@ -71,7 +71,8 @@ class Scenarios:
         write_context(Path(world.info.infra_repo), target.context_key, dkim)
         template = self._template(target)
         for name in defects:
-            template = TEMPLATE_DEFECTS.get(name, lambda t, _target: t)(template, target)
+            if name in TEMPLATE_DEFECTS:
+                template = TEMPLATE_DEFECTS[name](template, target)
         create_stack(world.client("cloudformation", target.account), target.stack_name, template)
         outputs = world.client("cloudformation", target.account).describe_stacks(StackName=target.stack_name)
         exports = {o.get("ExportName"): o["OutputValue"] for o in outputs["Stacks"][0].get("Outputs", [])}
@@ -314,6 +315,32 @@ TEMPLATE_DEFECTS: dict[str, Callable[[dict[str, Any], Target], dict[str, Any]]] 
     "foreign-arn": _foreign_arn,
 }
 
+
+def _dmarc_parent_only(s: Scenarios, d: Seeded) -> None:
+    """The partition's own _dmarc record gone, only the parent's left (receivers fall back to it)."""
+    _records(s, d, [("DELETE", d.target.dmarc_host, "TXT", [])])
+    _records(
+        s,
+        d,
+        [
+            (
+                "UPSERT",
+                f"_dmarc.{d.target.domain}",
+                "TXT",
+                [_txt("v=DMARC1; p=reject; rua=mailto:dmarc-reports@arda.cards")],
+            )
+        ],
+        account=ROOT_ACCOUNT,
+        zone_id=s.world.info.parent_zone_id,
+    )
+
+
+def _return_path_unverified(s: Scenarios, d: Seeded) -> None:
+    """Postmark says the Return-Path is not verified, and stays so (DKIM verifies as usual)."""
+    s.world.postmark.set_domain(d.target.postmark_account, d.target.zone, ReturnPathDomainVerified=False)
+    s.world.postmark.stuck(d.target.postmark_account, d.target.zone, dkim=False)
+
+
 DEFECTS: dict[str, Callable[[Scenarios, Seeded], None]] = {
     "missing-export": lambda s, d: None,
     "foreign-arn": lambda s, d: None,
@@ -351,23 +378,7 @@ DEFECTS: dict[str, Callable[[Scenarios, Seeded], None]] = {
             )
         ],
     ),
-    "dmarc-parent-only": lambda s, d: (
-        _records(s, d, [("DELETE", d.target.dmarc_host, "TXT", [])]),
-        _records(
-            s,
-            d,
-            [
-                (
-                    "UPSERT",
-                    f"_dmarc.{d.target.domain}",
-                    "TXT",
-                    [_txt("v=DMARC1; p=reject; rua=mailto:dmarc-reports@arda.cards")],
-                )
-            ],
-            account=ROOT_ACCOUNT,
-            zone_id=s.world.info.parent_zone_id,
-        ),
-    ),
+    "dmarc-parent-only": _dmarc_parent_only,
     "dmarc-no-policy": lambda s, d: _records(
         s, d, [("UPSERT", d.target.dmarc_host, "TXT", [_txt("v=DMARC1; rua=mailto:dmarc-reports@arda.cards")])]
     ),

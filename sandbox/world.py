@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -361,7 +361,7 @@ class World:
         """The parent zone (e.g. ardamails.com) in a root account, with name servers of its own."""
         route53 = self.client("route53", ROOT_ACCOUNT)
         zone = route53.create_hosted_zone(Name=config.file.domain, CallerReference=f"sandbox-{uuid.uuid4()}")
-        zone_id = zone["HostedZone"]["Id"].rsplit("/", 1)[-1]
+        zone_id: str = zone["HostedZone"]["Id"].rsplit("/", 1)[-1]
         ns = [{"Value": host} for host in PARENT_NAMESERVERS]
         route53.change_resource_record_sets(
             HostedZoneId=zone_id,
@@ -381,7 +381,7 @@ class World:
         )
         return zone_id
 
-    def client(self, service: str, account: str) -> Any:
+    def client(self, service: Literal["cloudformation", "route53"], account: str) -> Any:
         """A boto3 client into one moto account (the world's own back door, not the probes' path)."""
         import boto3
 

@@ -299,7 +299,7 @@ def test_all_partitions_queries_overlap(world: DnsServer, monkeypatch: pytest.Mo
         in_flight["now"] += 1
         in_flight["most"] = max(in_flight["most"], in_flight["now"])
         try:
-            return await exchange(*args, **kwargs)  # type: ignore[arg-type]
+            return await exchange(*args, **kwargs)  # type: ignore[arg-type]  # a pass-through wrapper
         finally:
             in_flight["now"] -= 1
 

@@ -32,7 +32,7 @@ def _fake_op(tmp_path: Path, script: str) -> dict[str, str]:
 
 def _error(reference: str, **kwargs: object) -> str:
     with pytest.raises(CredentialError) as caught:
-        resolve(reference, **kwargs)  # type: ignore[arg-type]
+        resolve(reference, **kwargs)  # type: ignore[arg-type]  # the test passes options by name
     message = str(caught.value)
     assert "\n" not in message
     assert reference in message

@@ -320,7 +320,7 @@ def test_a_long_partition_list_keeps_the_report_name_within_a_file_name(tmp_path
     def stem(partitions: list[str]) -> str:
         options = {"markexpr": "postmerge", "partition": ",".join(partitions)}
         config = SimpleNamespace(getoption=lambda name, default=None: options.get(name, default), args=[])
-        return report_stem(config, datetime(2026, 11, 23, 12, tzinfo=UTC))  # type: ignore[arg-type]
+        return report_stem(config, datetime(2026, 11, 23, 12, tzinfo=UTC))  # type: ignore[arg-type]  # a stand-in config
 
     many = ["dev", "stage", "demo", "prod", *(f"p{i:02}" for i in range(1, 61))]
     shown = stem(many)

@@ -78,7 +78,7 @@ def server(zones: list[Zone]) -> Iterator[DnsServer]:
 def ask(
     server: DnsServer, where: str, name: str, rtype: str, *, tcp: bool = False, timeout: float = 2.0, **query: object
 ) -> dns.message.Message:
-    message = dns.message.make_query(name, rtype, **query)  # type: ignore[arg-type]
+    message = dns.message.make_query(name, rtype, **query)  # type: ignore[arg-type]  # flags by name
     send = dns.query.tcp if tcp else dns.query.udp
     return send(message, where, timeout=timeout, port=server.port)
 
@@ -289,7 +289,7 @@ def test_resolver_skips_failing_servers_and_fails_when_none_is_left(server: DnsS
     ],
 )
 def test_answer_shaping_faults(server: DnsServer, kind: str, rcode: dns.rcode.Rcode, aa: bool, soa: bool) -> None:
-    server.inject(Fault(kind, name="DEV.ardamails.com", rtype="TXT", server=CHILD_NS[0]))  # type: ignore[arg-type]
+    server.inject(Fault(kind, name="DEV.ardamails.com", rtype="TXT", server=CHILD_NS[0]))  # type: ignore[arg-type]  # kind is any FaultKind
     for tcp in (False, True):
         response = ask(server, child(server), "dev.ardamails.com.", "TXT", tcp=tcp)
         assert (response.rcode(), bool(response.flags & dns.flags.AA)) == (rcode, aa)
@@ -397,7 +397,7 @@ def test_packet_loss_drops_that_share_of_udp_queries_deterministically(server: D
 
 def test_fault_and_config_errors_say_what_to_do() -> None:
     with pytest.raises(ValueError, match="unknown; use one of servfail"):
-        Fault("explode")  # type: ignore[arg-type]
+        Fault("explode")  # type: ignore[arg-type]  # an unknown kind, on purpose
     with pytest.raises(ValueError, match="needs seconds > 0"):
         Fault("delay")
     with pytest.raises(ValueError, match="give server="):

@@ -381,7 +381,7 @@ def test_report_of_a_crashed_worker_counts_even_before_the_checks_are_known(pyte
     recorder = config.stash[RECORDER]
     nodeid = "tests_preflight/test_pre.py::test_access[prod]"
     where = ("tests_preflight/test_pre.py", None, "tests_preflight/test_pre.py")
-    crash = pytest.TestReport(nodeid, where, {}, "failed", "worker 'gw0' crashed", "???")  # type: ignore[arg-type]
+    crash = pytest.TestReport(nodeid, where, {}, "failed", "worker 'gw0' crashed", "???")  # type: ignore[arg-type]  # a crashed worker's report: longrepr is text
     recorder.pytest_runtest_logreport(crash)
     check = {"nodeid": nodeid, "partition": "prod", "phase": "preflight", "name": "test_access"}
     recorder.pytest_testnodedown(SimpleNamespace(workeroutput={"mailgate_checks": [check]}), None)
