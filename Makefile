@@ -26,7 +26,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest tests_unit -n 2 -q -p hypothesispytest
+	$(BIN)/pytest tests_unit -n 2 -q -p pytester -p hypothesispytest
 
 # Benchmarks against the sandbox (bench/RESULTS.md says what they measured and why).
 bench: $(STAMP)

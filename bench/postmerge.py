@@ -596,9 +596,9 @@ def _failures(
     seen: postmark.PostmarkObservation,
 ) -> list[str]:
     """Why an observation is not the healthy partition the bench deployed."""
-    problems = [stack.problem.message] if stack.problem else []
+    problems = [str(stack.problem)] if stack.problem else []
     if zone is None or zone.problem:
-        problems.append(f"hosted zone not observed: {zone.problem.message if zone and zone.problem else 'no id'}")
+        problems.append(f"hosted zone not observed: {zone.problem if zone and zone.problem else 'no id'}")
     problems += [probe.evidence(a) for a in answers if a.error]
     if seen.error or not (seen.verified_dkim and seen.verified_return_path):
         problems.append(seen.describe())

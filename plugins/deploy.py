@@ -22,6 +22,7 @@ import pytest
 
 from plugins import progress
 from plugins.observations import observer
+from plugins.outcome import PASSED_OUTCOMES, merge
 from plugins.partitions import SELECTION, item_partition, run_dir, selection, ungrouped
 from plugins.report import reports_dir
 from plugins.signoff_log import NOT_DONE, TableProblem, cascade_row, cleared
@@ -32,7 +33,7 @@ from probes.config import Target
 from probes.secrets import CredentialError
 
 GATE_WAIT = 3600.0  # seconds to wait for partition-independent checks running on another xdist worker
-CLEARED = frozenset({"passed", "waived"})  # a waived failure is accepted, on the record: it does not block
+CLEARED = PASSED_OUTCOMES | {"waived"}  # a waived failure is accepted, on the record: it does not block
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class Gate:
         self.preflight: set[str] = set()  # shared and required, as a set (after collection)
         self.outcomes: dict[str, str] = {}
         self._state: dict[str, str] = {}
+        self._waived: set[str] = set()
         self.deploys: dict[str, DeployOutcome] = {}
         self.verdicts: dict[str, list[str]] = {}  # partition -> its postmerge node ids in this run
         self.postmerge: set[str] = set()  # all of them
@@ -92,18 +94,21 @@ class Gate:
         return run_dir(self.config) / "outcomes.jsonl"
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """A check's outcome is known at its teardown: failed if any phase failed, skipped, or passed."""
+        """A check's outcome is known at its teardown (plugins.outcome); a failure its waiver covers is `waived`."""
         nodeid = ungrouped(report.nodeid)
-        if report.failed:
-            self._state[nodeid] = "failed"
-        elif report.skipped and self._state.get(nodeid) != "failed":
-            waiver = waiver_of(report) if hasattr(report, "wasxfail") else None
-            self._state[nodeid] = "waived" if waiver and waiver["state"] == "waived" else "skipped"
-        elif report.when == "call":
-            self._state.setdefault(nodeid, "passed")
+        outcome = merge(self._state.get(nodeid), report)
+        if outcome is not None:
+            self._state[nodeid] = outcome
+        if report.skipped and hasattr(report, "wasxfail"):
+            waiver = waiver_of(report)
+            if waiver and waiver["state"] == "waived":
+                self._waived.add(nodeid)
         if report.when != "teardown":
             return
-        self.outcomes[nodeid] = self._state.pop(nodeid, "did not run")
+        merged = self._state.pop(nodeid, "did not run")
+        waived = nodeid in self._waived and merged == "xfailed"
+        self._waived.discard(nodeid)
+        self.outcomes[nodeid] = "waived" if waived else merged
         if nodeid in self.preflight or nodeid in self.postmerge:
             self._publish({"nodeid": nodeid, "outcome": self.outcomes[nodeid]})
 
@@ -195,6 +200,9 @@ def _name(nodeid: str) -> str:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
+    """The gate exists only under --deploy (as xdist registers its session only when distributing)."""
+    if not config.getoption("deploy"):
+        return
     gate = Gate(config)
     config.stash[GATE] = gate
     config.pluginmanager.register(gate, "mailgate-deploy-gate")
@@ -204,7 +212,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Note every preflight check before -m/-k deselect any: a deselected one still blocks the deploy."""
     _in_deploy_order(config, items)
-    gate = config.stash[GATE]
+    gate = config.stash.get(GATE, None)
+    if gate is None:
+        return  # no --deploy: no gate
     for item in items:
         if not item.get_closest_marker("preflight"):
             continue
@@ -216,7 +226,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    gate = session.config.stash[GATE]
+    gate = session.config.stash.get(GATE, None)
+    if gate is None:
+        return
     gate.collected = {ungrouped(item.nodeid) for item in session.items}
     gate.preflight = {*gate.shared, *(n for ids in gate.required.values() for n in ids)}
     for item in session.items:
@@ -341,7 +353,7 @@ def _landed(infra_repo: Path, target: Target) -> str | None:
         return f"cdk.context.json has no {target.context_key} entry"
     stack = aws.stack(target.profile, target.region, target.stack_name)
     if stack.problem is not None:
-        return stack.problem.message
+        return str(stack.problem)
     if stack.status not in aws.HEALTHY_STACK:
         return f"stack {target.stack_name} is {stack.status}"
     return None

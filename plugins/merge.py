@@ -32,9 +32,9 @@ from typing import Any
 
 from plugins.gates import Records, gate_updates, verification_cells
 from plugins.matrix import OUTCOMES, build_matrix, matrix_html, outcome_of
+from plugins.outcome import FAILED_OUTCOMES
 from plugins.report_html import sections
 from plugins.signoff import (
-    FAILED_OUTCOMES,
     MAX_EVIDENCE_LINES,
     Result,
     Row,
@@ -236,9 +236,9 @@ def merged_junit(merged: Merged, shards: Sequence[Shard]) -> bytes:
                 cases[(shard.folder, case.get("classname", ""), case.get("name", ""))] = case
     suite = ET.Element("testsuite", {"name": "pytest"})
     for result in merged.results:
-        case = cases.get((merged.owners[result.check.nodeid].folder, *junit_names(result.check.nodeid)))
-        if case is not None:
-            suite.append(case)
+        found = cases.get((merged.owners[result.check.nodeid].folder, *junit_names(result.check.nodeid)))
+        if found is not None:
+            suite.append(found)
     kinds = {kind: sum(1 for case in suite if case.find(kind) is not None) for kind in ("error", "failure", "skipped")}
     suite.set("errors", str(kinds["error"]))
     suite.set("failures", str(kinds["failure"]))
@@ -250,7 +250,8 @@ def merged_junit(merged: Merged, shards: Sequence[Shard]) -> bytes:
         suite.set("timestamp", stamps[0])
     root = ET.Element("testsuites", {"name": "pytest tests"})
     root.append(suite)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    written: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return written
 
 
 def document(

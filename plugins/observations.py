@@ -182,7 +182,7 @@ class Observer:
         """Judge the partition's DNS; with --dns-wait, look again until it passes or the deadline comes."""
         zone = observation.dns
         if zone is None:
-            return None, [observation.dns_problem or "DNS was not observed"], 1
+            return None, [str(observation.dns_problem or "DNS was not observed")], 1
         problems = judge(zone)
         deadline = time.monotonic() + self.dns_wait
         looks = 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import tempfile
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from plugins._compat import grouping_scheduler, redecide_rootdir
 from probes.config import Config, ConfigError, Target, load
 
 
@@ -27,6 +27,9 @@ class Selection:
 
 
 SELECTION = pytest.StashKey[Selection]()
+# the partitions file a mode chose (--sandbox: its world's; a worker: the controller's), before the option
+PARTITIONS_FILE = pytest.StashKey[Path]()
+RUN_DIR = pytest.StashKey[Path]()
 SHARED_GROUP = "mailgate-shared"
 WORKER_KEY = "mailgate"
 
@@ -61,40 +64,15 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     configuration). Now that our options are known, choose again from the real test paths and, if
     that differs, apply it with the ini's addopts, as pytest would have done.
     """
-    from _pytest.config.findpaths import determine_setup
-
-    ns = early_config.known_args_namespace
-    rootpath, inipath, inicfg, ignored = determine_setup(
-        inifile=ns.inifilename,
-        override_ini=ns.override_ini,
-        args=ns.file_or_dir,
-        rootdir_cmd_arg=ns.rootdir or None,
-        invocation_dir=early_config.invocation_params.dir,
-    )
-    if (rootpath, inipath) == (early_config.rootpath, early_config.inipath):
-        return
-    early_config._rootpath, early_config._inipath = rootpath, inipath
-    early_config._inicfg, early_config._ignored_config_files = inicfg, ignored
-    early_config._inicache.clear()
-    parser.extra_info.update(rootdir=str(rootpath), inifile=str(inipath))
-    addopts = early_config._validate_args(early_config.getini("addopts"), "via addopts config")
-    args[:] = addopts + args
-    early_config.known_args_namespace = parser.parse_known_args(args, namespace=copy.copy(early_config.option))
-    early_config.known_args_namespace.confcutdir = str(inipath.parent if inipath else rootpath)
-    if early_config.known_args_namespace.disable_plugin_autoload:
-        _drop_autoloaded(early_config.pluginmanager, early_config.known_args_namespace.plugins)
-
-
-def _drop_autoloaded(manager: pytest.PytestPluginManager, named: list[str]) -> None:
-    """The ini found late disables plugin autoload: unregister what autoload brought and `-p` does not name,
-    so the run has the same plugins whichever form its path options took."""
-    for plugin, _dist in manager.list_plugin_distinfo():
-        if manager.get_name(plugin) not in named and getattr(plugin, "__name__", None) not in named:
-            manager.unregister(plugin)
+    redecide_rootdir(early_config, parser, args)
 
 
 def partitions_file(config: pytest.Config) -> Path:
-    """The partitions file this run uses: the option (relative to the invocation dir) or the rootdir's."""
+    """The partitions file this run uses: the one a mode chose, the option (relative to the invocation dir), or
+    the rootdir's."""
+    chosen = config.stash.get(PARTITIONS_FILE, None)
+    if chosen is not None:
+        return chosen
     option = config.getoption("partitions_file")
     if option:
         return Path(config.invocation_params.dir, option).resolve()
@@ -105,14 +83,16 @@ def partitions_file(config: pytest.Config) -> Path:
 def pytest_configure(config: pytest.Config) -> None:
     shared = getattr(config, "workerinput", {}).get(WORKER_KEY)
     if shared is not None:  # an xdist worker: the controller's run directory and partitions file
-        config.option.mailgate_run_dir = shared["run_dir"]
-        config.option.partitions_file = shared["partitions_file"]
+        config.stash[RUN_DIR] = Path(shared["run_dir"])
+        if shared["partitions_file"] is not None:
+            config.stash[PARTITIONS_FILE] = Path(shared["partitions_file"])
     else:
-        run_dir = tempfile.mkdtemp(prefix="mailgate-run-")
-        config.option.mailgate_run_dir = run_dir
-        config.add_cleanup(lambda: shutil.rmtree(run_dir, ignore_errors=True))
+        made = Path(tempfile.mkdtemp(prefix="mailgate-run-"))
+        config.stash[RUN_DIR] = made
+        config.add_cleanup(lambda: shutil.rmtree(made, ignore_errors=True))
     path = partitions_file(config)
-    if not config.getoption("partitions_file") and not path.exists():
+    chosen = PARTITIONS_FILE in config.stash or config.getoption("partitions_file")
+    if not chosen and not path.exists():
         return  # not a mailgate directory; a test that needs a partition says so at collection
     config.stash[SELECTION] = _select(config, path)
 
@@ -122,7 +102,7 @@ def pytest_configure_node(node: object) -> None:
     """xdist: hand each worker what the controller decided at configure time (it does not forward options)."""
     config = node.config  # type: ignore[attr-defined]  # xdist's WorkerController (untyped) carries the config
     node.workerinput[WORKER_KEY] = {  # type: ignore[attr-defined]  # and the worker's input
-        "run_dir": config.option.mailgate_run_dir,
+        "run_dir": str(run_dir(config)),
         "partitions_file": str(partitions_file(config)) if SELECTION in config.stash else None,
     }
 
@@ -132,43 +112,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
     """`--dist loadgroup` as mailgate needs it: every check of a partition on one worker (its synth, deploy and
     observations stay together), the partition-independent preflight checks together on one worker.
 
-    xdist's own loadgroup reads an `@group` suffix it writes into node ids, which pytest 9.2 no longer lets it
-    do (pytest-xdist issue 1386): the groups were silently ignored. This scheduler groups by node id instead.
+    xdist's own loadgroup ignores its groups under pytest 9.2 (plugins/_compat.py); this groups by node id.
     """
     if config.getvalue("dist") != "loadgroup" or SELECTION not in config.stash:
         return None
-    from xdist.scheduler import LoadScopeScheduling
-
     partitions = {t.name for t in config.stash[SELECTION].config.targets.values()}
     deploying = bool(config.getoption("deploy", False))
-
-    class PartitionScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist ships no types: its base is Any
-        def _split_scope(self, nodeid: str) -> str:
-            return group_of(nodeid, partitions)
-
-        def schedule(self) -> None:
-            """With --deploy, hand out every work unit at once, in collection (deploy) order, to the least loaded
-            worker, then tell every worker no more work follows.
-
-            A worker runs an item only once it knows the next one or is told to stop (pytest's teardown needs
-            `nextitem`), so the last check of a partition waits for more work; a partition after it waits for
-            that partition's whole verdict. Handed out dynamically, that last check could wait forever. Handed
-            out in deploy order, each worker's queue follows the cascade, so no wait can be circular.
-            """
-            deal = deploying and self.collection is None
-            super().schedule()
-            if not deal or self.collection is None:
-                return
-            while self.workqueue:
-                node = min(self.nodes, key=lambda n: sum(len(unit) for unit in self.assigned_work[n].values()))
-                self._assign_work_unit(node)
-            for node in self.nodes:
-                self._reschedule(node)  # the queue is empty: each worker is told to finish what it holds
-
-    # keep collection order (shared preflight checks first): xdist would hand out the largest groups first,
-    # and a partition's deploy waiting for the shared checks queued behind it would never start them
-    config.option.loadscopereorder = False
-    return PartitionScheduling(config, log)
+    return grouping_scheduler(config, log, lambda nodeid: group_of(nodeid, partitions), deal_all=deploying)
 
 
 def ungrouped(nodeid: str) -> str:
@@ -249,7 +199,7 @@ def _item_target(item: pytest.Item) -> Target | None:
 
 def run_dir(config: pytest.Config) -> Path:
     """A directory this run's processes (xdist controller and workers) share, removed at the end."""
-    return Path(config.option.mailgate_run_dir)
+    return config.stash[RUN_DIR]
 
 
 def item_partition(item: pytest.Item) -> str | None:

@@ -20,6 +20,7 @@ from plugins.report import reports_dir
 from probes import shell
 from probes.cdk import Assembly, CdkError, read_assembly
 from probes.config import Target
+from probes.problem import Problem
 
 KIND_ORDER = ("code", "synth", "access", "diff")
 
@@ -52,7 +53,7 @@ class Synth:
     result: shell.CommandResult
     out: Path
     assembly: Assembly | None
-    problem: str | None
+    problem: Problem | None
 
 
 class InfraRunner:
@@ -126,11 +127,11 @@ class InfraRunner:
     @staticmethod
     def _read(target: Target, result: shell.CommandResult, out: Path) -> Synth:
         if not result.ok:
-            return Synth(target, result, out, None, result.describe())
+            return Synth(target, result, out, None, Problem("command", result.describe()))
         try:
             return Synth(target, result, out, read_assembly(out), None)
         except CdkError as exc:
-            return Synth(target, result, out, None, str(exc))
+            return Synth(target, result, out, None, Problem("assembly", str(exc)))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

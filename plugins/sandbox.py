@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from plugins.partitions import PARTITIONS_FILE, partitions_file
+
 WORLD = pytest.StashKey[object]()
 
 
@@ -24,10 +26,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("sandbox") or hasattr(config, "workerinput"):
         return  # workers inherit the controller's environment and options
+    if config.getoption("infra_repo"):
+        # the world's stacks, exports and context entries are made from the sandbox's own CDK app
+        raise pytest.UsageError(
+            "--sandbox deploys the sandbox's own infra app (sandbox/infra) into its world; "
+            "--infra-repo cannot be combined with it: drop one of the two"
+        )
     from sandbox.world import World, apply_env
 
-    source = config.getoption("partitions_file")
-    source_path = Path(config.invocation_params.dir, source) if source else config.rootpath / "partitions.yaml"
+    source_path = partitions_file(config)
     state = Path(tempfile.mkdtemp(prefix="mailgate-sandbox-"))
     world = World(state, source=source_path)
     try:
@@ -40,8 +47,7 @@ def pytest_configure(config: pytest.Config) -> None:
     saved = dict(os.environ)
     apply_env(info.env())
     config.add_cleanup(lambda: _stop(world, state, saved))
-    config.option.partitions_file = info.partitions_file
-    config.option.infra_repo = None
+    config.stash[PARTITIONS_FILE] = Path(info.partitions_file)
 
 
 def _stop(world: object, state: Path, saved: dict[str, str]) -> None:

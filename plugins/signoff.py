@@ -27,6 +27,7 @@ import pytest
 
 from plugins.gates import Records, gate_updates, verification_cells
 from plugins.matrix import Matrix, build_matrix, matrix_html, matrix_markdown
+from plugins.outcome import FAILED_OUTCOMES, PASSED_OUTCOMES, merge
 from plugins.partitions import SELECTION, Selection
 from plugins.report import CheckId, check_id, evidence_of, report_check, reports_dir, tables_of
 from plugins.report_html import sections
@@ -50,8 +51,6 @@ from probes.config import Target
 from probes.secrets import redact
 
 PHASE_COLUMN = {"preflight": "Pre-flight", "postmerge": "Verified"}
-PASSED_OUTCOMES = frozenset({"passed", "xpassed"})
-FAILED_OUTCOMES = frozenset({"failed", "error"})
 RAN_OUTCOMES = PASSED_OUTCOMES | FAILED_OUTCOMES | {"skipped", "xfailed"}
 MAX_NAMES = 3
 MAX_MESSAGE = 1000
@@ -97,16 +96,9 @@ class Result:
         self.evidence = evidence_of(report) or self.evidence
         self.tables = tables_of(report) or self.tables
         self.waiver = waiver_of(report) or self.waiver
-        xfail = hasattr(report, "wasxfail")
-        if report.failed:
-            failed = "failed" if report.when == "call" else "error"
-            self.outcome = "failed" if self.outcome == "failed" else failed
-        elif report.skipped:
-            self.outcome = "xfailed" if xfail else "skipped"
-        elif report.when == "call":
-            self.outcome = "xpassed" if xfail else "passed"
-        else:
+        if report.passed and report.when != "call":
             return
+        self.outcome = merge(None if self.outcome == "not run" else self.outcome, report) or self.outcome
         self.message = self.message or _message(report)
 
 

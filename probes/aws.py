@@ -26,6 +26,7 @@ import botocore.session
 from botocore.config import Config as BotoConfig
 
 from probes.pacing import Pacer, Quota
+from probes.problem import Problem
 
 if TYPE_CHECKING:  # the typed stubs (boto3-stubs[sts,cloudformation,route53]) are a test extra, not a dependency
     from mypy_boto3_cloudformation import CloudFormationClient
@@ -102,19 +103,11 @@ def _route53_pacing(account: str) -> Any:
 
 
 @dataclass(frozen=True)
-class AwsProblem:
-    """Why AWS could not be observed: a kind tests can match, and one line for the operator."""
-
-    kind: str  # profile-missing, login, access-denied, throttled, unreachable, not-found, error
-    message: str
-
-
-@dataclass(frozen=True)
 class Identity:
     profile: str
     account: str | None
     arn: str | None
-    problem: AwsProblem | None
+    problem: Problem | None
     elapsed: float
 
 
@@ -136,7 +129,7 @@ class Stack:
     status_reason: str | None
     outputs: tuple[Output, ...]
     last_failure: str | None
-    problem: AwsProblem | None
+    problem: Problem | None
     elapsed: float
     throttled: int = 0
 
@@ -150,7 +143,7 @@ class HostedZone:
     zone_id: str
     name: str | None
     name_servers: tuple[str, ...]
-    problem: AwsProblem | None
+    problem: Problem | None
     throttled: int = 0
     paced: float = 0.0
 
@@ -232,9 +225,10 @@ def stack(profile: str, region: str, name: str) -> Stack:
             status = found["StackStatus"]
             failure = None if status in HEALTHY_STACK else _last_failure(cfn, name)
         except Exception as exc:
-            missing = (
-                f"stack {name} does not exist in {region} for profile {profile}: deploy the partition "
-                "(or check the profile's account and the region)"
+            missing = Problem(
+                "not-found",
+                f"stack {name} does not exist in {region} for profile {profile}",
+                "deploy the partition (or check the profile's account and the region)",
             )
             problem = classify(exc, profile, missing=missing)
             elapsed = time.monotonic() - started
@@ -271,40 +265,49 @@ def hosted_zone(profile: str, region: str, zone_id: str, *, account: str | None 
         try:
             found = client(profile, "route53", region, account=account).get_hosted_zone(Id=zone_id)
         except Exception as exc:
-            problem = classify(exc, profile, missing=f"hosted zone {zone_id} does not exist for profile {profile}")
+            problem = classify(
+                exc,
+                profile,
+                missing=Problem("not-found", f"hosted zone {zone_id} does not exist for profile {profile}"),
+            )
             return HostedZone(profile, zone_id, None, (), problem, tally.throttled, tally.paced)
     servers = tuple(found.get("DelegationSet", {}).get("NameServers", []))
     return HostedZone(profile, zone_id, found["HostedZone"]["Name"], servers, None, tally.throttled, tally.paced)
 
 
-def classify(exc: BaseException, profile: str, *, missing: str = "") -> AwsProblem:
-    """Turn a boto3/botocore failure into one line that says what to do next."""
+def classify(exc: BaseException, profile: str, *, missing: Problem | None = None) -> Problem:
+    """Turn a boto3/botocore failure into what failed and what to do next (`missing`: when the thing is absent).
+
+    Kinds: profile-missing, login, access-denied, throttled, unreachable, not-found, error.
+    """
     login = f"run `aws sso login --profile {profile}` (or refresh the profile's credentials) and retry"
     if isinstance(exc, bx.ProfileNotFound):
         profiles = ", ".join(available_profiles()) or "none"
-        return AwsProblem(
+        return Problem(
             "profile-missing",
-            f"AWS profile {profile} is not in the AWS config; profiles that exist: {profiles}. "
+            f"AWS profile {profile} is not in the AWS config; profiles that exist: {profiles}.",
             "Name the right one in partitions.yaml (profile names are irregular: never derive them)",
         )
     if isinstance(exc, (bx.SSOTokenLoadError, bx.UnauthorizedSSOTokenError, bx.TokenRetrievalError)):
-        return AwsProblem("login", f"the SSO login of profile {profile} is missing or expired: {login}")
+        return Problem("login", f"the SSO login of profile {profile} is missing or expired", login)
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
-        return AwsProblem("login", f"profile {profile} has no usable credentials: {login}")
+        return Problem("login", f"profile {profile} has no usable credentials", login)
     if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError)):
-        return AwsProblem("unreachable", f"AWS endpoint unreachable for profile {profile}: {exc}; check the network")
+        return Problem("unreachable", f"AWS endpoint unreachable for profile {profile}: {exc}", "check the network")
     if isinstance(exc, bx.ClientError):
         error = exc.response.get("Error", {})
         code, message = str(error.get("Code", "")), str(error.get("Message", ""))
         if code in ("ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException"):
-            return AwsProblem("login", f"profile {profile}: {code}: {message}; {login}")
+            return Problem("login", f"profile {profile}: {code}: {message}", login)
         if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
-            return AwsProblem(
-                "access-denied", f"profile {profile} is not allowed: {message}; use the infrastructure's admin profile"
+            return Problem(
+                "access-denied",
+                f"profile {profile} is not allowed: {message}",
+                "use the infrastructure's admin profile",
             )
         if code in THROTTLE_CODES:
-            return AwsProblem("throttled", f"AWS throttled profile {profile} after retries ({message}); retry later")
-        if missing and (code in ("NoSuchHostedZone",) or "does not exist" in message):
-            return AwsProblem("not-found", missing)
-        return AwsProblem("error", f"profile {profile}: {code}: {message}")
-    return AwsProblem("error", f"profile {profile}: {type(exc).__name__}: {exc}")
+            return Problem("throttled", f"AWS throttled profile {profile} after retries ({message})", "retry later")
+        if missing is not None and (code in ("NoSuchHostedZone",) or "does not exist" in message):
+            return missing
+        return Problem("error", f"profile {profile}: {code}: {message}")
+    return Problem("error", f"profile {profile}: {type(exc).__name__}: {exc}")

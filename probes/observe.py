@@ -20,6 +20,7 @@ from pathlib import Path
 from probes import aws, cdk, dns, postmark, sending_domain
 from probes.config import Target
 from probes.pacing import Quota
+from probes.problem import Problem
 from probes.secrets import CredentialError, Secret, resolve
 
 AWS_THREADS = 64
@@ -47,13 +48,13 @@ class PartitionObservation:
 
     target: Target
     context: cdk.ContextEntry | None
-    context_problem: str | None
+    context_problem: Problem | None
     stack: aws.Stack
     zone: aws.HostedZone | None
     dns: dns.ZoneObservation | None
-    dns_problem: str | None
+    dns_problem: Problem | None
     postmark: postmark.PostmarkObservation | None
-    postmark_problem: str | None
+    postmark_problem: Problem | None
     started: float
     finished: float
 
@@ -182,14 +183,18 @@ async def _observe(
     )
 
 
-def _context(infra_repo: Path, target: Target) -> tuple[cdk.ContextEntry | None, str | None]:
+def _context(infra_repo: Path, target: Target) -> tuple[cdk.ContextEntry | None, Problem | None]:
     path = infra_repo / "cdk.context.json"
     try:
         entry = cdk.read_context_entry(path, target.context_key)
     except cdk.CdkError as exc:
-        return None, str(exc)
+        return None, Problem("context", str(exc))
     if entry is None:
-        return None, f"{path} has no entry {target.context_key}: the deploy's pre-deploy step writes it; was it run?"
+        return None, Problem(
+            "context",
+            f"{path} has no entry {target.context_key}",
+            "the deploy's pre-deploy step writes it; was it run?",
+        )
     return entry, None
 
 
@@ -203,7 +208,7 @@ def _stack_and_zone(target: Target) -> tuple[aws.Stack, aws.HostedZone | None]:
 
 async def _dns(
     target: Target, settings: Settings, context: cdk.ContextEntry | None
-) -> tuple[dns.ZoneObservation | None, str | None]:
+) -> tuple[dns.ZoneObservation | None, Problem | None]:
     queries = [(target.zone, "TXT"), (target.dmarc_host, "TXT"), (target.return_path_host, "CNAME")]
     if context is not None:
         queries.append((target.dkim_host(context.selector), "TXT"))
@@ -217,7 +222,7 @@ async def _dns(
             timeout=settings.dns_timeout,
         )
     except ValueError as exc:
-        return None, f"DNS settings: {exc}"
+        return None, Problem("dns-settings", f"DNS settings: {exc}")
     return observed, None
 
 
@@ -238,12 +243,12 @@ async def _postmark(
     credentials: Credentials,
     pool: ThreadPoolExecutor,
     accounts: _Accounts,
-) -> tuple[postmark.PostmarkObservation | None, str | None]:
+) -> tuple[postmark.PostmarkObservation | None, Problem | None]:
     loop = asyncio.get_running_loop()
     try:
         token = await loop.run_in_executor(pool, credentials.get, target.credential)
     except CredentialError as exc:
-        return None, f"the Postmark token of {target.postmark_account} could not be read: {exc}"
+        return None, Problem("credential", f"the Postmark token of {target.postmark_account} could not be read: {exc}")
     observed = await postmark.observe_domain(
         accounts.client(target.postmark_account, token),
         target.postmark_account,

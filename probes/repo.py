@@ -6,6 +6,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from probes.problem import Problem
+
 
 @dataclass(frozen=True)
 class RepoStatus:
@@ -14,7 +16,7 @@ class RepoStatus:
     branch: str | None
     modified: tuple[str, ...]
     untracked: tuple[str, ...]
-    problem: str | None
+    problem: Problem | None
 
     @property
     def clean(self) -> bool:
@@ -24,18 +26,19 @@ class RepoStatus:
 def status(path: Path) -> RepoStatus:
     """`git status --porcelain` of the repo; a missing repo or a non-git folder is a problem, not an error."""
     if not path.is_dir():
-        return RepoStatus(
-            path, None, None, (), (), f"infrastructure repo {path} does not exist; pass --infra-repo PATH"
-        )
+        missing = Problem("repo-missing", f"infrastructure repo {path} does not exist", "pass --infra-repo PATH")
+        return RepoStatus(path, None, None, (), (), missing)
     try:
         head = _git(path, "rev-parse", "HEAD")
         branch = _git(path, "rev-parse", "--abbrev-ref", "HEAD")
         porcelain = _git(path, "status", "--porcelain=v1", "--untracked-files=all")
     except FileNotFoundError:
-        return RepoStatus(path, None, None, (), (), "git is not on PATH; install git")
+        return RepoStatus(path, None, None, (), (), Problem("git-missing", "git is not on PATH", "install git"))
     except subprocess.CalledProcessError as exc:
         why = (exc.stderr or "").strip().splitlines()[-1:] or ["git failed"]
-        return RepoStatus(path, None, None, (), (), f"{path} is not a usable git work tree: {why[0]}")
+        return RepoStatus(
+            path, None, None, (), (), Problem("not-a-repo", f"{path} is not a usable git work tree: {why[0]}")
+        )
     modified: list[str] = []
     untracked: list[str] = []
     for line in porcelain.splitlines():

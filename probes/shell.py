@@ -66,6 +66,10 @@ class CommandResult:
             outcome = f"exited {self.exit_code}{_exit_hint(self.exit_code)} {after}"
         return f"{what} {outcome} (log: {self.log_path})"
 
+    def explained(self, head: str | None = None, lines: int = 20) -> str:
+        """A failure message: `head` (default: `describe()`), then the output's last `lines` lines."""
+        return f"{head or self.describe()}\nlast lines:\n  " + "\n  ".join(self.tail[-lines:])
+
 
 class CommandInterrupted(KeyboardInterrupt):
     """Raised by `run` on Ctrl-C after the command's process group was killed; `.result` says what ran."""

@@ -335,12 +335,6 @@ def _dmarc_parent_only(s: Scenarios, d: Seeded) -> None:
     )
 
 
-def _return_path_unverified(s: Scenarios, d: Seeded) -> None:
-    """Postmark says the Return-Path is not verified, and stays so (DKIM verifies as usual)."""
-    s.world.postmark.set_domain(d.target.postmark_account, d.target.zone, ReturnPathDomainVerified=False)
-    s.world.postmark.stuck(d.target.postmark_account, d.target.zone, dkim=False)
-
-
 DEFECTS: dict[str, Callable[[Scenarios, Seeded], None]] = {
     "missing-export": lambda s, d: None,
     "foreign-arn": lambda s, d: None,

@@ -97,7 +97,7 @@ def test_ns_delegation(
         if len(delegated) < 2:
             problems.append(f"the parent delegates {target.zone} to {len(delegated)} name server(s); need at least 2")
         if route53 is None or route53.problem is not None:
-            why = route53.problem.message if route53 and route53.problem else "the zone id export is missing"
+            why = str(route53.problem) if route53 and route53.problem else "the zone id export is missing"
             problems.append(f"Route53's delegation set is unknown: {why}")
         else:
             expected = probe.as_names(route53.name_servers)
@@ -190,7 +190,7 @@ def test_dmarc(target: Target, observed: PartitionObservation, mailgate_observer
 
 def test_dkim(target: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence) -> None:
     context = observed.context
-    assert context is not None, observed.context_problem
+    assert context is not None, str(observed.context_problem)
     selector_problem = mailauth.selector_problem(context.selector)
     assert selector_problem is None, (
         f"cdk.context.json {target.context_key}.dkimSelector: {selector_problem}; rerun the deploy's pre-deploy "

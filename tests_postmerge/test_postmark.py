@@ -18,7 +18,7 @@ def test_postmark_verified(
     target: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
 ) -> None:
     seen = observed.postmark
-    assert seen is not None, observed.postmark_problem
+    assert seen is not None, str(observed.postmark_problem)
     evidence.add(
         f"Postmark {seen.api_url} account {seen.account}",
         [

@@ -35,7 +35,7 @@ def _stack_evidence(stack: aws.Stack, evidence: Evidence) -> None:
 def _zone_evidence(zone: aws.HostedZone, evidence: Evidence) -> None:
     lines = [f"name: {zone.name}", *(f"name server: {server}" for server in zone.name_servers)]
     if zone.problem is not None:
-        lines.append(f"problem ({zone.problem.kind}): {zone.problem.message}")
+        lines.append(f"problem ({zone.problem.kind}): {zone.problem}")
     lines.append(f"waited {zone.paced:.2f} s for Route 53 tokens; throttled {zone.throttled} time(s)")
     evidence.add(f"get-hosted-zone {zone.zone_id} (profile {zone.profile})", lines)
 
@@ -43,7 +43,7 @@ def _zone_evidence(zone: aws.HostedZone, evidence: Evidence) -> None:
 def test_stack_status(observed: PartitionObservation, evidence: Evidence) -> None:
     stack = observed.stack
     _stack_evidence(stack, evidence)
-    assert stack.problem is None, stack.problem.message
+    assert stack.problem is None, str(stack.problem)
     next_step = (
         "wait for it to finish, then run postmerge again"
         if stack.status and stack.status.endswith("_IN_PROGRESS")
@@ -59,7 +59,7 @@ def test_stack_status(observed: PartitionObservation, evidence: Evidence) -> Non
 def test_exports(target: Target, observed: PartitionObservation, evidence: Evidence) -> None:
     stack = observed.stack
     _stack_evidence(stack, evidence)
-    assert stack.problem is None, f"no exports to judge: {stack.problem.message}"
+    assert stack.problem is None, f"no exports to judge: {stack.problem}"
     exports = stack.exports()
     problems = [f"missing export {name}" for name in target.export_names if not exports.get(name)]
     prefix = target.export_name("")
@@ -92,9 +92,9 @@ def _zone_problems(target: Target, zone_id: str, zone: aws.HostedZone | None) ->
         return [f"PartitionMailZoneId {zone_id} was not looked up in Route53"]
     problem = zone.problem
     if problem is not None and problem.kind == "not-found":
-        return [f"PartitionMailZoneId {zone_id} is not a Route53 hosted zone of {target.profile}: {problem.message}"]
+        return [f"PartitionMailZoneId {zone_id} is not a Route53 hosted zone of {target.profile}: {problem}"]
     if problem is not None:  # throttled, denied, unreachable: the export may be right; Route53 could not say
-        return [f"PartitionMailZoneId {zone_id} could not be read from Route53: {problem.message}"]
+        return [f"PartitionMailZoneId {zone_id} could not be read from Route53: {problem}"]
     if zone.name is None or dns.name.from_text(zone.name) != dns.name.from_text(target.zone):
         return [f"PartitionMailZoneId {zone_id} is Route53's zone {zone.name}, expected {target.zone}"]
     return []

@@ -21,7 +21,7 @@ def test_aws_identity(target: Target, evidence: Evidence) -> None:
     evidence.add(
         f"sts get-caller-identity --profile {target.profile}", [f"account {identity.account}", f"arn {identity.arn}"]
     )
-    assert identity.problem is None, identity.problem.message
+    assert identity.problem is None, str(identity.problem)
     assert identity.account == target.account, (
         f"profile {target.profile} lands in account {identity.account} ({identity.arn}), expected "
         f"{target.account} ({target.infrastructure}): fix the profile in the AWS config or partitions.yaml"

@@ -17,7 +17,7 @@ def test_infra_repo_clean(selection: Selection, request: pytest.FixtureRequest, 
     evidence.add(
         f"git status of {status.path}", [f"HEAD {status.head} ({status.branch})", *status.modified, *status.untracked]
     )
-    assert status.problem is None, status.problem
+    assert status.problem is None, str(status.problem)
     problems = [f"modified: {name}" for name in status.modified] + [f"untracked: {name}" for name in status.untracked]
     assert not problems, (
         f"infrastructure repo {status.path} is not clean ({len(problems)} file(s)):\n  "
@@ -36,7 +36,7 @@ def test_infra_repo_clean(selection: Selection, request: pytest.FixtureRequest, 
 def _judge(infra: InfraRunner, step: str, evidence: Evidence) -> None:
     result = infra.command(step)
     evidence.add(result.describe(), result.tail)
-    assert result.ok, f"{result.describe()}\nlast lines:\n  " + "\n  ".join(result.tail[-20:])
+    assert result.ok, result.explained()
 
 
 def test_build(infra: InfraRunner, evidence: Evidence) -> None:

@@ -29,7 +29,7 @@ def _stack(synth: Synth) -> cdk.StackArtifact:
 
 def test_synth_runs(synth: Synth, evidence: Evidence) -> None:
     evidence.add(synth.result.describe(), synth.result.tail)
-    assert synth.problem is None, f"{synth.problem}\nlast lines:\n  " + "\n  ".join(synth.result.tail[-20:])
+    assert synth.problem is None, synth.result.explained(str(synth.problem))
     assert synth.assembly is not None
     assert not synth.assembly.missing_context, (
         f"the synth left unresolved context lookups: {', '.join(synth.assembly.missing_context)}; "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from plugins.outcome import PASSED_OUTCOMES, merge
 from sandbox.scenarios import Scenarios
 from sandbox.suite import suite_args
 from sandbox.world import UNSET_ENV, World
@@ -44,7 +45,7 @@ class Run:
     messages: dict[str, str]
 
     def failed(self) -> set[str]:
-        return {name for name, outcome in self.outcomes.items() if outcome != "passed"}
+        return {name for name, outcome in self.outcomes.items() if outcome not in PASSED_OUTCOMES}
 
 
 @pytest.fixture
@@ -65,14 +66,11 @@ def run_checks(pytester: pytest.Pytester, scenarios: Scenarios, tmp_path: Path) 
         messages: dict[str, str] = {}
         for report in recorder.getreports("pytest_runtest_logreport"):
             name = report.nodeid.rsplit("::", 1)[-1]
-            if report.failed:
-                outcomes[name] = "error" if report.when != "call" else "failed"
+            outcome = merge(outcomes.get(name), report)
+            if outcome is not None:
+                outcomes[name] = outcome
+            if report.failed or report.skipped:
                 messages[name] = str(report.longrepr)
-            elif report.skipped:
-                outcomes[name] = "skipped"
-                messages[name] = str(report.longrepr)
-            elif report.when == "call":
-                outcomes.setdefault(name, "passed")
         ret = int(recorder.ret)
         return Run(ret, outcomes, messages)
 

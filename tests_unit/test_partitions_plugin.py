@@ -114,12 +114,14 @@ def test_a_gate_run_has_exactly_the_projects_plugins(tmp_path: Path, form: str) 
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     [line] = [line for line in result.stdout.splitlines() if line.startswith("MODULES=")]
     modules = set(line.removeprefix("MODULES=").split(","))
-    ours = ("partitions", "sandbox", "report", "preflight", "observations", "deploy", "signoff")
-    named = {"xdist.plugin", "pytest_metadata.plugin", "pytest_html.plugin", "show_plugins", "conftest"}
+    ours = ("partitions", "sandbox", "report", "preflight", "observations", "deploy", "signoff", "waivers")
+    named = {"xdist.plugin", "pytest_metadata.plugin", "pytest_html.plugin", "show_plugins"}
     named |= {f"plugins.{p}" for p in ours}
     assert named <= modules
     assert not {m for m in modules if m.split(".")[0] in ("_hypothesis_pytestplugin", "respx", "anyio")}
     assert "xdist.looponfail" not in modules
+    assert not {"pytester", "_pytest.pytester"} & modules, "pytester is for the suite's own tests, never a gate run"
+    assert "conftest" not in modules, "the plugins are registered once, by entry points and addopts"
 
 
 def test_unknown_partition_is_a_usage_error(project: pytest.Pytester) -> None:

@@ -196,11 +196,11 @@ def _assert_absent(seen: PartitionObservation) -> None:
     assert seen.stack.problem.kind == "not-found", seen.stack.problem
     assert seen.zone is None
     assert seen.context is None, seen.context
-    assert seen.dns is not None, seen.dns_problem
+    assert seen.dns is not None, str(seen.dns_problem)
     no_ns = probe.delegation_problem(seen.dns)
     assert no_ns is not None, seen.dns.delegation
     assert f"parent servers name no NS for {target.zone}" in no_ns
-    assert seen.postmark is not None, seen.postmark_problem
+    assert seen.postmark is not None, str(seen.postmark_problem)
     assert seen.postmark.domain is None, seen.postmark.describe()
     assert "is not among the domains" in str(seen.postmark.error), seen.postmark.describe()
 
@@ -211,8 +211,8 @@ def _assert_present_and_healthy(seen: PartitionObservation) -> None:
     assert set(seen.stack.exports()) == {target.export_name(n) for n in EXPORT_NAMES}
     assert seen.zone is not None, "no hosted zone behind the PartitionMailZoneId export"
     assert seen.zone.problem is None, seen.zone.problem
-    assert seen.context is not None, seen.context_problem
-    assert seen.dns is not None, seen.dns_problem
+    assert seen.context is not None, str(seen.context_problem)
+    assert seen.dns is not None, str(seen.dns_problem)
     assert probe.delegation_problem(seen.dns) is None
     assert probe.as_names(seen.dns.delegation.ns_hosts) == probe.as_names(seen.zone.name_servers)
     spf = probe.agreed_txt(seen.dns, target.zone)
@@ -228,7 +228,7 @@ def _assert_present_and_healthy(seen: PartitionObservation) -> None:
     assert mailauth.read_dkim(dkim.qname, dkim.txt).public_key == seen.context.public_key
     cname = probe.agreed_cname(seen.dns, target.return_path_host)
     assert probe.as_names(cname.records) == probe.as_names([target.return_path_target]), cname
-    assert seen.postmark is not None, seen.postmark_problem
+    assert seen.postmark is not None, str(seen.postmark_problem)
     assert seen.postmark.domain is not None, seen.postmark.describe()
     issued = mailauth.parse_dkim(seen.postmark.domain.dkim_text_value or seen.postmark.domain.dkim_pending_text_value)
     assert issued.public_key == seen.context.public_key, "cdk.context.json's key is not the one Postmark issued"
