@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo check test lint bench clean
 
 $(STAMP): pyproject.toml sandbox/infra/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ setup: $(STAMP)
 # partitions in the local sandbox world; reports land in reports/<run>/ (reports/latest).
 demo: $(STAMP)
 	$(BIN)/python -m sandbox demo
+
+# The fast tier (under a minute): lint, types and the pure tests (no server, no subprocess, no pytest run;
+# tests_unit/conftest.py sorts the suite's tests into pure, pytester and world by the fixtures they use).
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest tests_unit -m pure -q -p hypothesispytest
 
 # The suite's own tests (lint first): probes, plugins, sandbox scenarios. Gate runs load only the plugins
 # pyproject.toml names; the suite's tests add hypothesis's (its seeds and statistics).

@@ -252,4 +252,5 @@ def observed(target: Target, deployed: object, request: pytest.FixtureRequest) -
 
 @pytest.fixture
 def mailgate_observer(request: pytest.FixtureRequest) -> Observer:
+    """This process's Observer: settings, credentials and DNS settling shared by the postmerge checks."""
     return observer(request.config)

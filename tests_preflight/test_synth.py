@@ -14,6 +14,7 @@ pytestmark = [pytest.mark.preflight, pytest.mark.synth]
 
 @pytest.fixture
 def synth(target: Target, infra: InfraRunner, synth_overlap: tuple[Target, ...]) -> Synth:
+    """This partition's synth (run once per run; others of this run start beside it)."""
     return infra.synth(target, synth_overlap)
 
 

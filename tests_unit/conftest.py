@@ -13,15 +13,49 @@ from sandbox.scenarios import Scenarios
 from sandbox.suite import suite_args
 from sandbox.world import UNSET_ENV, World
 
+# The suite's tests by kind, so `make check` can run the pure ones in seconds (`-m pure`) and `make test` all:
+# a test is `world` when it starts real components (moto, DNS servers, the Postmark fake, npm/CDK, a mailgate
+# run against a world), `pytester` when it runs pytest in a temporary project, else `pure`. The kind follows from
+# the fixtures a test uses; these modules start their components without a fixture.
+WORLD_FIXTURES = frozenset(
+    {"world", "session_scenarios", "scenarios", "run_checks", "canary_world", "moto_url", "node_modules", "repo"}
+    | {"server", "dns_server", "tiny_dns", "fake", "zones", "aws_errors"}
+)
+WORLD_MODULES = frozenset({"test_trust_load.py", "test_bench.py", "test_sandbox_world.py", "test_infra_app.py"})
+KINDS = {
+    "pure": "no server, no subprocess, no pytest run: `make check` runs these",
+    "pytester": "runs pytest in a temporary project (pytester)",
+    "world": "starts real components: moto, DNS servers, the Postmark fake, npm and the CDK app",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for kind, meaning in KINDS.items():
+        config.addinivalue_line("markers", f"{kind}: {meaning}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(_kind(item))
+
+
+def _kind(item: pytest.Item) -> str:
+    names = set(getattr(item, "fixturenames", ()))
+    if names & WORLD_FIXTURES or item.path.name in WORLD_MODULES:
+        return "world"
+    return "pytester" if "pytester" in names else "pure"
+
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """This test process's sandbox world (moto, DNS servers, the Postmark fake), started once, stopped at the end."""
     with World(tmp_path_factory.mktemp("world"), verify_delay=0.3) as started:
         yield started
 
 
 @pytest.fixture(scope="session")
 def session_scenarios(world: World) -> Scenarios:
+    """Scenarios over this process's world; `scenarios` resets it for each test."""
     return Scenarios(world)
 
 

@@ -34,6 +34,7 @@ def test_where(selection):
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A pytester project with this repo's partitions file and a few partition and shared checks."""
     pytester.makefile(".yaml", partitions=(ROOT / "partitions.yaml").read_text())
     pytester.makeini("[pytest]\nmarkers =\n    preflight: p\n    postmerge: p\n")
     pytester.makepyfile(test_checks=CHECKS)

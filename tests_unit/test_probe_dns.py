@@ -97,6 +97,7 @@ def _questions(partition: str) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[DnsServer]:
+    """The test zones' authoritative servers and the parent's on 127.0.x.y, one DNS server for all."""
     addresses = {h: f"127.0.2.{i + 1}" for i, h in enumerate(PARENT_NS)}
     for index, partition in enumerate(PARTITIONS):
         addresses |= {h: f"127.0.1.{index * 4 + i + 1}" for i, h in enumerate(ZONE_NS[partition])}

@@ -78,6 +78,7 @@ def _assert_no_token(*texts: str) -> None:
 
 @pytest.fixture
 def mock() -> Iterator[respx.MockRouter]:
+    """respx in front of the Postmark API URL: each test routes the answers it needs (transport faults)."""
     with respx.mock(base_url=API, assert_all_called=False, assert_all_mocked=True) as router:
         yield router
 
@@ -657,6 +658,7 @@ class _World:
 
 @pytest.fixture
 def world() -> Iterator[_World]:
+    """The Postmark fake and a DNS server for it, as real servers on loopback."""
     built = _World()
     try:
         yield built

@@ -17,6 +17,7 @@ from probes.shell import CommandError, CommandInterrupted, CommandResult, run
 
 @pytest.fixture(autouse=True)
 def short_graces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shorter grace periods for SIGTERM and draining the output, so kill tests run in seconds."""
     monkeypatch.setattr(shell, "TERM_GRACE", 0.4)
     monkeypatch.setattr(shell, "DRAIN_GRACE", 0.4)
 

@@ -53,6 +53,7 @@ def test_dmarc(target, evidence):
 
 @pytest.fixture
 def project(checks_project: pytest.Pytester) -> pytest.Pytester:
+    """A checks project with one preflight code check and the DNS checks of this module."""
     pytester = checks_project
     for folder, name, text in [("tests_preflight", "test_code.py", BUILD), ("tests_postmerge", "test_dns.py", CHECKS)]:
         (pytester.path / folder).mkdir()

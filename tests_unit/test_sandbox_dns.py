@@ -64,11 +64,13 @@ def _threads_of(port: int) -> list[threading.Thread]:
 
 @pytest.fixture
 def zones() -> list[Zone]:
+    """The zones the server serves (a test may change the list before the server reads it)."""
     return [PARENT, CHILD]
 
 
 @pytest.fixture
 def server(zones: list[Zone]) -> Iterator[DnsServer]:
+    """The sandbox DNS server over `zones`; it must leave no thread behind when stopped."""
     with DnsServer(lambda: tuple(zones), ADDRESSES) as running:
         port = running.port
         yield running

@@ -157,6 +157,7 @@ def _txt(value: str) -> dns.rdata.Rdata:
 
 @pytest.fixture(scope="module")
 def tiny_dns() -> Iterator[TinyDns]:
+    """A minimal DNS server whose records the tests set, shared by the module's tests."""
     server = TinyDns()
     yield server
     server.close()
@@ -164,6 +165,7 @@ def tiny_dns() -> Iterator[TinyDns]:
 
 @pytest.fixture
 def dns_server(tiny_dns: TinyDns) -> TinyDns:
+    """`tiny_dns` with no records and no queries seen."""
     tiny_dns.records.clear()
     tiny_dns.queries.clear()
     return tiny_dns
@@ -171,6 +173,7 @@ def dns_server(tiny_dns: TinyDns) -> TinyDns:
 
 @pytest.fixture
 def fake(dns_server: TinyDns) -> Iterator[PostmarkFake]:
+    """The Postmark fake, judging verification from `dns_server`'s records."""
     server = PostmarkFake(TOKENS, ("127.0.0.1", dns_server.port), verify_delay=DELAY)
     server.start()
     yield server

@@ -109,6 +109,7 @@ EXIT_255 = OK | {"ok": False, "exit_code": 255, "log": "reports/logs/deploy-Alph
 
 @pytest.fixture
 def project(checks_project: pytest.Pytester) -> pytest.Pytester:
+    """A checks project with an execution log (log.md) whose cascade table the run updates."""
     pytester = checks_project
     pytester.path.joinpath("log.md").write_text(LOG, encoding="utf-8")
     return pytester

@@ -56,6 +56,7 @@ EXPORTS_REASON = "missing export Alpha002-stage-API-EmailEncryptionKeyFallbackRo
 
 @pytest.fixture
 def project(checks_project: pytest.Pytester) -> pytest.Pytester:
+    """A checks project whose postmerge checks fail the way the terminal tests need."""
     (checks_project.path / "tests_postmerge").mkdir()
     (checks_project.path / "tests_postmerge" / "test_stack.py").write_text(CHECKS)
     return checks_project

@@ -191,6 +191,7 @@ class _AwsErrorHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def aws_errors() -> Iterator[AwsErrors]:
+    """An HTTP server on loopback that answers AWS requests with the errors a test sets."""
     server = AwsErrors()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

@@ -46,6 +46,7 @@ WAIVER = """
 
 @pytest.fixture
 def project(checks_project: pytest.Pytester) -> pytest.Pytester:
+    """A checks project with an execution log (log.md), for waived cells."""
     checks_project.path.joinpath("log.md").write_text(LOG, encoding="utf-8")
     return checks_project
 
