@@ -313,7 +313,7 @@ def summary_html(merged: Merged, shards: Sequence[Shard], out: Path, entries: li
         f"<table><tr><th>shard</th><th>partitions</th><th>exit</th><th>command</th></tr>{shard_rows}</table>"
         f'<h2>Sign-off</h2><table id="mailgate-signoff"><tr>{head}</tr>{body}</table>'
         f'<h2 id="mailgate-verdict">Verdict matrix</h2>{matrix_html(matrix)}'
-        f"{sections(entries, partitions, merged.deploys, out)}</body></html>\n"
+        f"{sections(entries, partitions, merged.deploys, out, {})}</body></html>\n"  # diff summaries stay per shard
     )
 
 
