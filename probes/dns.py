@@ -641,9 +641,17 @@ def _matching(answers: Iterable[Answer], qname: str, rtype: str) -> tuple[Answer
     return tuple(a for a in answers if a.rtype == rtype and name_of(a.qname) == name)
 
 
+def comparable(
+    rcode: str | None, rtype: str, records: Sequence[str], txt: Sequence[bytes]
+) -> tuple[str | None, tuple[str, ...], tuple[bytes, ...]]:
+    """What an answer says, comparable across servers and resolvers: TXT by its bytes, the names in name-valued
+    records case-insensitively (RFC 4343), other record text as given."""
+    values = (r.lower() for r in records) if rtype in _NAME_VALUED else records
+    return rcode, tuple(sorted(values)), tuple(sorted(txt))
+
+
 def _key(answer: Answer) -> tuple[str | None, tuple[str, ...], tuple[bytes, ...]]:
-    records = (r.lower() for r in answer.records) if answer.rtype in _NAME_VALUED else answer.records
-    return answer.rcode, tuple(sorted(records)), tuple(sorted(answer.txt))
+    return comparable(answer.rcode, answer.rtype, answer.records, answer.txt)
 
 
 def _values(answer: Answer) -> str:

@@ -636,3 +636,16 @@ def _norm(name: str) -> str:
 def _snippet(body: bytes) -> str:
     text = " ".join(body.decode("utf-8", "replace").split())
     return repr(clip(text, 80))
+
+
+def authenticate(api_url: str, token: Secret, account: str, zone: str, *, max_retries: int = 2) -> Domain | None:
+    """Prove the account token works: list the account's domains and find `zone` (None: not registered yet).
+
+    Raises PostmarkError when the token is refused or the API cannot be asked (the message says which).
+    """
+
+    async def find() -> Domain | None:
+        async with PostmarkClient(api_url, token, account=account, max_retries=max_retries) as client:
+            return await client.find_domain(zone)
+
+    return asyncio.run(find())

@@ -50,20 +50,13 @@ def _judge_dns(
 def _resolver_disagreement(zone: probe.ZoneObservation, agreement: probe.Agreement) -> str | None:
     if agreement.problem is not None:
         return None
-    expected = _said(agreement.rcode, agreement.records, agreement.txt, agreement.rtype)
+    expected = probe.comparable(agreement.rcode, agreement.rtype, agreement.records, agreement.txt)
     differing = [
         probe.evidence(answer)
         for answer in zone.resolver_answers_for(agreement.qname, agreement.rtype)
-        if _said(answer.rcode, answer.records, answer.txt, agreement.rtype) != expected
+        if probe.comparable(answer.rcode, agreement.rtype, answer.records, answer.txt) != expected
     ]
     return "\n".join(differing) or None
-
-
-def _said(rcode: str | None, records: tuple[str, ...], txt: tuple[bytes, ...], rtype: str) -> tuple[object, ...]:
-    """What an answer says, comparable across servers: TXT by its bytes, names case-insensitively."""
-    if rtype == "TXT":
-        return rcode, tuple(sorted(txt))
-    return rcode, tuple(sorted(r.lower() for r in records))
 
 
 def _content(zone: probe.ZoneObservation, qname: str, rtype: str) -> probe.Agreement:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import dns.name
 import pytest
 
 from plugins.report import Evidence
-from probes import aws
+from probes import arn, aws
 from probes.config import Target
 from probes.observe import PartitionObservation
 
@@ -20,9 +18,6 @@ ARN_SERVICE = {
     "EmailDnsProvisioningRoleArn": "iam",
     "EmailEncryptionKeyFallbackRoleArn": "iam",
 }
-ARN = re.compile(
-    r"^arn:aws[a-z-]*:(?P<service>[a-z0-9-]+):(?P<region>[a-z0-9-]*):(?P<account>\d{12}):(?P<resource>.+)$"
-)
 
 
 def _stack_evidence(stack: aws.Stack, evidence: Evidence) -> None:
@@ -101,18 +96,18 @@ def _zone_problems(target: Target, zone_id: str, zone: aws.HostedZone | None) ->
 
 
 def _arn_problems(target: Target, name: str, value: str, service: str) -> list[str]:
-    arn = ARN.match(value)
-    if arn is None:
+    parsed = arn.parse(value)
+    if parsed is None:
         return [f"{name} is not an ARN: {value}"]
     problems = []
-    if arn["account"] != target.account:
+    if parsed.account != target.account:
         problems.append(
-            f"{name} is in account {arn['account']}, expected {target.account} ({target.infrastructure}): {value}"
+            f"{name} is in account {parsed.account}, expected {target.account} ({target.infrastructure}): {value}"
         )
-    if arn["service"] != service:
-        problems.append(f"{name} is a {arn['service']} ARN, expected {service}: {value}")
-    elif service == "iam" and not arn["resource"].startswith("role/"):
+    if parsed.service != service:
+        problems.append(f"{name} is a {parsed.service} ARN, expected {service}: {value}")
+    elif service == "iam" and not parsed.resource.startswith("role/"):
         problems.append(f"{name} is not an IAM role ARN: {value}")
-    elif service == "secretsmanager" and not arn["resource"].startswith("secret:"):
+    elif service == "secretsmanager" and not parsed.resource.startswith("secret:"):
         problems.append(f"{name} is not a Secrets Manager secret ARN: {value}")
     return problems

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from plugins.observations import Observer
@@ -36,15 +34,8 @@ def test_postmark_credential(
     except CredentialError as exc:
         pytest.fail(f"Postmark token of {target.postmark_account}: {exc}", pytrace=False)
     evidence.add(f"credential {target.credential}", "resolved to a non-empty value (not shown)")
-
-    async def authenticate() -> postmark.Domain | None:
-        async with postmark.PostmarkClient(
-            selection.postmark_api_url, token, account=target.postmark_account, max_retries=2
-        ) as client:
-            return await client.find_domain(target.zone)
-
     try:
-        domain = asyncio.run(authenticate())
+        domain = postmark.authenticate(selection.postmark_api_url, token, target.postmark_account, target.zone)
     except postmark.PostmarkError as exc:
         pytest.fail(
             f"the token of {target.postmark_account} does not work at {selection.postmark_api_url}: {exc}",
