@@ -305,7 +305,7 @@ def _deploy_now(config: pytest.Config, target: Target) -> DeployOutcome:
             )
     chosen = selection(config)
     try:
-        observer(config).credentials.get(target.credential)  # the seeds' `op read` pre-warm
+        observer(config).credentials.get(target.credential)  # `op read` before the deploy, not during it
     except CredentialError as exc:
         return DeployOutcome(target.name, False, False, None, None, 0.0, None, confirmed_by, failure=str(exc))
     command = chosen.config.file.deploy.command.format(**target.command_vars())

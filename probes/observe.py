@@ -60,7 +60,7 @@ class PartitionObservation:
 
 
 class Credentials:
-    """Each credential reference resolved once per process (the seeds' `op read` pre-warm), thread-safe."""
+    """Each credential reference resolved once per process (`op read` once, before the checks need it), thread-safe."""
 
     def __init__(self, resolver: Callable[[str], Secret] = resolve) -> None:
         self._resolve = resolver

@@ -1,6 +1,6 @@
 """Run a command truthfully: its real exit code, a timeout that kills the whole process group, a log file.
 
-The seeds' lesson: a background wrapper reported 0 for a deploy that exited 255. Here the command runs
+Why: a background wrapper can report 0 for a deploy that exited 255. Here the command runs
 synchronously under `/bin/bash -c` in its own session; what it prints (stdout and stderr merged) is
 redacted line by line, appended to the log file, handed to `on_line` and kept as a tail.
 """

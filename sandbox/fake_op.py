@@ -1,7 +1,7 @@
 """A stand-in for the 1Password CLI: `op read op://…` answers the sandbox's tokens.
 
 Like the real CLI, `op item get … --fields credential` returns a field id rather than the value
-(the seeds' trap), so code that uses it fails authentication instead of passing.
+(an easy trap), so code that uses it fails authentication instead of passing.
 """
 
 from __future__ import annotations

@@ -622,7 +622,7 @@ def _key_bits(key: str) -> int:
 
 
 def _selector(issued: datetime) -> str:
-    """A selector as Postmark issues them: the UTC time of issue and `pm` (`20260526234343pm`, the seeds' dev)."""
+    """A selector as Postmark issues them: the UTC time of issue and `pm` (`20260526234343pm`)."""
     return issued.strftime("%Y%m%d%H%M%S") + "pm"
 
 

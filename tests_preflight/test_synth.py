@@ -80,5 +80,5 @@ def test_roles_unnamed(synth: Synth, evidence: Evidence) -> None:
     evidence.add("AWS::IAM::Role with RoleName", named or ["none"])
     assert not named, (
         f"AWS::IAM::Role {', '.join(named)} set RoleName: a fixed name collides between partitions of one "
-        "account (the seeds' AddNsRecordsToAnyHostedZone); omit roleName in partition stacks"
+        "account (e.g. a role that adds NS records to the parent zone); omit roleName in partition stacks"
     )

@@ -1,4 +1,4 @@
-"""Preflight checks against the sandbox (issue 5): the real CDK app through npm, defects committed in the world's
+"""Preflight checks against the sandbox: the real CDK app through npm, defects committed in the world's
 infra repo copy, the world's AWS profiles and fake `op`, and `cdk diff` against seeded (deployed) partitions.
 
 Real build/lint/test only where the code checks are under test; elsewhere they are `true`.

@@ -36,7 +36,7 @@ Resources
 
 """
 
-# Deployed DMARC p=none and a hard-coded RoleName (the seeds' collision); the new synth fixes both.
+# Deployed DMARC p=none and a hard-coded RoleName (the collision between partitions); the new synth fixes both.
 DIFF_MODIFY = """\
 Stack Alpha001-prod-Email
 Resources

@@ -421,7 +421,7 @@ def _timed(inner: Any, times: list[float]) -> Callable[[httpx.Request], Any]:
 def test_verify_then_poll_until_both_verified(mock: respx.MockRouter) -> None:
     mock.get("/domains").mock(return_value=_listing(_domain_json(7)))
     reads = mock.get("/domains/7").mock(return_value=httpx.Response(200, json=_domain_json(7)))
-    dkim = mock.put("/domains/7/verifyDkim").mock(  # the seeds: "not yet", then verified on the second call
+    dkim = mock.put("/domains/7/verifyDkim").mock(  # as in practice: "not yet", then verified on the second call
         side_effect=[
             httpx.Response(200, json=_domain_json(7, rp=True)),
             httpx.Response(200, json=_domain_json(7, dkim=True, rp=True)),
@@ -690,7 +690,7 @@ def test_fake_verify_and_poll_until_verified(world: _World) -> None:
         f"/domains/{observation.domain.id}/verifyReturnPath",
     )
     assert observation.triggered[:2] == (dkim, return_path)
-    assert set(observation.triggered[2:]) == {dkim}, "only DKIM was asked again (the seeds' second verifyDkim)"
+    assert set(observation.triggered[2:]) == {dkim}, "only DKIM was asked again (a second verifyDkim)"
     assert len(observation.triggered) > 2, "DKIM turns verified only on a later verifyDkim"
     assert all(call.account == "PostmarkNonProd" for call in world.fake.calls)
     _assert_no_token(repr(observation), observation.describe())

@@ -1,4 +1,4 @@
-"""The sandbox's own proof (issue 3): identity per profile through the generated AWS config, a deploy that turns
+"""The sandbox's own proof: identity per profile through the generated AWS config, a deploy that turns
 postmerge's observations from absent to present, `python -m sandbox up|down` from another shell, `--sandbox`
 leaving nothing behind, and what starting and stopping the world costs.
 """

@@ -263,7 +263,7 @@ AWS_CHECKS = {"test_aws_identity[dev]", "test_stack_status[dev]", "test_exports[
 def test_missing_profile_lists_the_profiles_that_exist(
     scenarios: Scenarios, run_checks: RunChecks, tmp_path: Path
 ) -> None:
-    """The seeds' trap: a profile derived from the infrastructure's name (Admin-Alpha002) does not exist."""
+    """A known trap: a profile derived from the infrastructure's name (Admin-Alpha002) does not exist."""
 
     def derive(data: dict[str, Any]) -> None:
         data["infrastructures"]["Alpha002"]["profile"] = "Admin-Alpha002"
