@@ -117,7 +117,7 @@ def test_four_partitions_under_xdist_match_the_single_process_verdicts(
     assert len([a for a in asked if a.startswith("GET /domains/")]) == 4, asked
     actions = [c.action or f"{c.method} {c.path.split('/')[2]}" for c in scenarios.world.aws.calls]
     assert actions.count("AssumeRole") == 2, f"expected one role per profile (two profiles), saw {actions}"
-    assert (actions.count("DescribeStacks"), actions.count("GET hostedzone")) == (4, 4), actions
+    assert (actions.count("DescribeStacks"), actions.count("GetHostedZone")) == (4, 4), actions
 
 
 # Mail-authentication rules under -n 4: each partition carries at most one defect per check (so each failure
