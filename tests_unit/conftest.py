@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,17 @@ def _kind(item: pytest.Item) -> str:
     names = set(getattr(item, "fixturenames", ()))
     if names & WORLD_FIXTURES or item.path.name in WORLD_MODULES:
         return "world"
-    return "pytester" if "pytester" in names else "pure"
+    return "pytester" if "pytester" in names or _runs_a_process(item) else "pure"
+
+
+def _runs_a_process(item: pytest.Item) -> bool:
+    """A test that starts pytest (or another program) in a subprocess costs what a pytester test costs."""
+    function = getattr(item, "function", None)
+    try:
+        source = inspect.getsource(function) if function is not None else ""
+    except (OSError, TypeError):
+        return False
+    return "subprocess" in source or "sys.executable" in source
 
 
 @pytest.fixture(scope="session")
