@@ -35,7 +35,7 @@ from xml.etree import ElementTree
 import dns.name
 
 from bench.common import PYTHON, ROOT, Measured, Stats, machine, measure, table, verdict
-from probes import aws, cdk, postmark
+from probes import aws, cdk, outside, postmark
 from probes import dns as probe
 from probes.config import Config, DnsSpec, Target, load
 from probes.observe import Credentials
@@ -530,6 +530,7 @@ async def _in_turn(target: Target, config: Config, shared: _Shared) -> list[str]
     if context is not None:
         questions.append((target.dkim_host(context.selector), "TXT"))
     answers = await _dns_in_turn(target.zone, config.file.domain, questions, config.file.dns, shared.lookups)
+    answers += await _outside_in_turn(target, config)
     token = shared.credentials.get(target.credential)
     if target.postmark_account not in shared.clients:
         shared.clients[target.postmark_account] = postmark.PostmarkClient(
@@ -587,6 +588,21 @@ async def _dns_in_turn(
         for qname, rtype in questions:
             await ask(resolver, qname, rtype, probe.RESOLVER)
     return answers
+
+
+async def _outside_in_turn(target: Target, config: Config) -> tuple[probe.Answer, ...]:
+    """`probes.outside`'s lookups beyond the zone (SPF include targets, report authorizations), one at a time
+    (the healthy records the resolvers see are the authoritative ones, so nothing is left to complete)."""
+    turn = asyncio.Lock()
+
+    async def ask(qname: str, rtype: str) -> probe.Answer:
+        async with turn:
+            return await probe.resolve(
+                qname, rtype, resolvers=config.file.dns.resolvers, timeout=config.file.dns.timeout
+            )
+
+    scope = outside.Scope(target.zone, config.file.domain, config.file.dmarc.report_mailbox)
+    return await outside.from_resolvers(scope, ask)
 
 
 def _failures(

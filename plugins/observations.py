@@ -19,7 +19,7 @@ from plugins import progress
 from plugins.partitions import SELECTION, Selection, group_of, item_partition, run_dir, selection
 from probes import dns
 from probes.config import Target
-from probes.observe import Credentials, PartitionObservation, Settings, observe_all
+from probes.observe import Credentials, PartitionObservation, Settings, observe_all, observe_dns
 from probes.pacing import ROUTE53_BURST, ROUTE53_RATE, Quota
 
 
@@ -86,11 +86,13 @@ class Observer:
             postmark_verify=not config.getoption("no_postmark_verify"),
             postmark_rate=config.getoption("postmark_rate"),
             route53=_quota(config),
+            dmarc_mailbox=file.dmarc.report_mailbox,
         )
         self.dns_wait: float = config.getoption("dns_wait")
         self.strict_resolvers: bool = config.getoption("strict_resolvers")
         self.dmarc_mailbox = file.dmarc.report_mailbox
         self.dmarc_policies = tuple(file.dmarc.allowed_policies)
+        self.dmarc_production_policies = tuple(file.dmarc.production_policies or file.dmarc.allowed_policies)
         self.credentials = Credentials()
         self._config = config
         self._chosen = chosen
@@ -188,16 +190,8 @@ class Observer:
         looks = 1
         while problems and time.monotonic() < deadline:
             time.sleep(min(1.0 * looks, max(0.0, deadline - time.monotonic())))
-            zone = asyncio.run(
-                dns.observe_zone(
-                    observation.target.zone,
-                    self.settings.parent_domain,
-                    [(a.qname, a.rtype) for a in zone.answers],
-                    resolvers=self.settings.resolvers,
-                    port=self.settings.nameserver_port,
-                    timeout=self.settings.dns_timeout,
-                )
-            )
+            questions = [(a.qname, a.rtype) for a in zone.answers]
+            zone = asyncio.run(observe_dns(observation.target, self.settings, questions))
             problems = judge(zone)
             looks += 1
         return zone, problems, looks

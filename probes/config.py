@@ -74,10 +74,13 @@ class PartitionSpec(_Strict):
 class DmarcSpec(_Strict):
     report_mailbox: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)]
     allowed_policies: list[str] = ["quarantine", "reject"]
+    production_policies: list[str] | None = None  # p= a production partition needs; None: any allowed policy
 
-    @field_validator("allowed_policies")
+    @field_validator("allowed_policies", "production_policies")
     @classmethod
-    def _known_policies(cls, value: list[str]) -> list[str]:
+    def _known_policies(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
         unknown = [p for p in value if p not in ("none", "quarantine", "reject")]
         if unknown or not value:
             raise ValueError(f"must be a non-empty list of none, quarantine, reject; got {_brief(list(value))}")

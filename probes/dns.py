@@ -88,6 +88,13 @@ class ZoneObservation:
     answers: tuple[Answer, ...]  # every (delegated server address x question), apex NS and SOA included
     resolver_answers: tuple[Answer, ...]  # the same questions asked of every resolver
     lookups: tuple[Answer, ...]  # resolver answers used to find the parent's NS and every server address
+    # the resolvers' answers about names receivers look up beyond the zone (SPF include targets, report
+    # authorizations, the organizational domain's DMARC record): see probes/outside.py
+    outside: tuple[Answer, ...] = ()
+
+    def outside_for(self, qname: str, rtype: str) -> Answer | None:
+        """The resolvers' answer about a name outside the zone, or None when it was not looked up."""
+        return next(iter(_matching(self.outside, qname, rtype)), None)
 
     def answers_for(self, qname: str, rtype: str) -> tuple[Answer, ...]:
         """The authoritative answers to one question (names compared as DNS names)."""
@@ -239,6 +246,14 @@ async def resolve_addresses(
     return await _Asker.of(resolvers, 53, timeout, retries).first_records(host, "A")
 
 
+async def resolve(
+    qname: str, rtype: str, *, resolvers: Sequence[str], timeout: float = 3.0, retries: int = DEFAULT_RETRIES
+) -> Answer:
+    """One question to every resolver at once: the first answer that states the data (NOERROR or NXDOMAIN)
+    wins and the others are cancelled; when none does, the last answer that came in (it says why)."""
+    return await _Asker.of(resolvers, 53, timeout, retries).first_answer(qname, rtype)
+
+
 async def observe_zone(
     zone: str,
     parent: str,
@@ -355,6 +370,36 @@ def agreed(obs: ZoneObservation, qname: str, rtype: str) -> Agreement:
         return _with_problem(no, f"authoritative servers disagree on {rtype} {qname}: {sides}")
     rcode, records, txt = next(iter(groups))
     return Agreement(qname, rtype, answers, rcode, records, txt, None)
+
+
+def content(obs: ZoneObservation, qname: str, rtype: str) -> Agreement:
+    """What the servers that answer authoritatively agree on; a lame or silent server is the NS check's to
+    judge (when no server answered usably, the agreement over all of them says why)."""
+    usable = tuple(a for a in obs.answers if a.usable)
+    if not any(a in usable for a in obs.answers_for(qname, rtype)):
+        return agreed(obs, qname, rtype)
+    return agreed(dataclasses.replace(obs, answers=usable), qname, rtype)
+
+
+def resolver_disagreement(obs: ZoneObservation, agreement: Agreement) -> str | None:
+    """The resolvers' answers that differ from what the authoritative servers agree on, one evidence line each;
+    None when they all say the same (or the servers do not agree, so there is nothing to differ from)."""
+    if agreement.problem is not None:
+        return None
+    expected = _said_key(agreement.rcode, agreement.records, agreement.txt, agreement.rtype)
+    differing = [
+        evidence(answer)
+        for answer in obs.resolver_answers_for(agreement.qname, agreement.rtype)
+        if _said_key(answer.rcode, answer.records, answer.txt, agreement.rtype) != expected
+    ]
+    return "\n".join(differing) or None
+
+
+def _said_key(rcode: str | None, records: tuple[str, ...], txt: tuple[bytes, ...], rtype: str) -> tuple[object, ...]:
+    """What an answer says, comparable across servers: TXT by its bytes, names case-insensitively."""
+    if rtype == "TXT":
+        return rcode, tuple(sorted(txt))
+    return rcode, tuple(sorted(r.lower() for r in records))
 
 
 def agreed_txt(obs: ZoneObservation, qname: str) -> Agreement:
@@ -599,6 +644,22 @@ class _Asker:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def first_answer(self, qname: str, rtype: str) -> Answer:
+        tasks = [asyncio.ensure_future(self.ask(r, qname, rtype, RESOLVER)) for r in self.resolvers]
+        last: Answer | None = None
+        try:
+            for next_answer in asyncio.as_completed(tasks):
+                last = await next_answer
+                if last.error is None and last.rcode in ("NOERROR", "NXDOMAIN"):
+                    return last
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if last is None:
+            raise ValueError("no DNS resolver configured: set dns.resolvers or pass --resolver HOST[:PORT]")
+        return last
 
     async def addresses(self, hosts: Iterable[str]) -> tuple[dict[str, tuple[str, ...]], tuple[Answer, ...]]:
         """Each host's IPv4 addresses via the resolvers, all hosts at once; and the answers used."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import hashlib
 import threading
 import time
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probes import aws, cdk, dns, postmark, sending_domain
+from probes import aws, cdk, dns, outside, postmark, sending_domain
 from probes.config import Target
 from probes.pacing import Quota
 from probes.problem import Problem
@@ -40,6 +41,7 @@ class Settings:
     postmark_verify: bool
     postmark_rate: float
     route53: Quota = field(default_factory=Quota)
+    dmarc_mailbox: str = ""  # the configured rua mailbox: its domain's report authorization is looked up
 
 
 @dataclass(frozen=True)
@@ -213,17 +215,32 @@ async def _dns(
     if context is not None:
         queries.append((target.dkim_host(context.selector), "TXT"))
     try:
-        observed = await dns.observe_zone(
+        return await observe_dns(target, settings, queries), None
+    except ValueError as exc:
+        return None, Problem("dns-settings", f"DNS settings: {exc}")
+
+
+async def observe_dns(target: Target, settings: Settings, queries: Sequence[tuple[str, str]]) -> dns.ZoneObservation:
+    """The zone from its delegation and every server, and meanwhile what receivers look up beyond it (SPF
+    include targets, report authorizations), from the resolvers; completed from the authoritative records.
+    Raises ValueError for a resolver that is not an IP address."""
+
+    async def ask(qname: str, rtype: str) -> dns.Answer:
+        return await dns.resolve(qname, rtype, resolvers=settings.resolvers, timeout=settings.dns_timeout)
+
+    scope = outside.Scope(target.zone, settings.parent_domain, settings.dmarc_mailbox)
+    observed, beyond = await asyncio.gather(
+        dns.observe_zone(
             target.zone,
             settings.parent_domain,
             queries,
             resolvers=settings.resolvers,
             port=settings.nameserver_port,
             timeout=settings.dns_timeout,
-        )
-    except ValueError as exc:
-        return None, Problem("dns-settings", f"DNS settings: {exc}")
-    return observed, None
+        ),
+        outside.from_resolvers(scope, ask),
+    )
+    return await outside.from_authoritative(scope, ask, dataclasses.replace(observed, outside=beyond))
 
 
 async def _postmark_keys(

@@ -19,6 +19,7 @@ from moto.cloudformation.models import Event, cloudformation_backends
 from moto.route53.models import route53_backends
 
 from probes.config import Target
+from sandbox import outside
 from sandbox.deploy import DkimEntry, create_stack, delegate, synth, write_context
 from sandbox.dns_server import Fault
 from sandbox.postmark_fake import PostmarkFault
@@ -222,6 +223,21 @@ def _one_char(key: str) -> str:
     return key[:index] + ("A" if key[index] != "A" else "B") + key[index + 1 :]
 
 
+THIRD_PARTY_RUA = f"mailto:dmarc-reports@{outside.THIRD_PARTY}"
+
+
+def _dmarc(scenarios: Scenarios, seeded: Seeded, tags: str, *, policy: str = "quarantine") -> None:
+    """Publish the partition's DMARC record as `v=DMARC1; p=<policy>; <tags>`."""
+    text = f"v=DMARC1; p={policy}; {tags}"
+    _records(scenarios, seeded, [("UPSERT", seeded.target.dmarc_host, "TXT", [_txt(text)])])
+
+
+def _authorization(scenarios: Scenarios, seeded: Seeded, domain: str | None = None) -> str:
+    """The report authorization name of the partition at `domain` (the report mailbox's domain by default)."""
+    mailbox_domain = scenarios.world.config.file.dmarc.report_mailbox.rsplit("@", 1)[-1]
+    return f"{seeded.target.zone}._report._dmarc.{domain or mailbox_domain}"
+
+
 def _rsa_key(bits: int) -> str:
     """A base64 DER (SubjectPublicKeyInfo) RSA public key of `bits` bits, as a DKIM p= holds it. Under 1024
     bits `cryptography` generates no key pair, and a public modulus of that size is all DNS carries."""
@@ -373,6 +389,11 @@ DEFECTS: dict[str, Callable[[Scenarios, Seeded], None]] = {
         ],
     ),
     "dmarc-parent-only": _dmarc_parent_only,
+    "dmarc-nowhere": lambda s, d: _records(s, d, [("DELETE", d.target.dmarc_host, "TXT", [])]),
+    # RFC 7489 §7.1: without its authorization record the mailbox's domain receives no reports
+    "dmarc-report-unauthorized": lambda s, d: s.world.publish_outside(_authorization(s, d), "TXT", None),
+    "dmarc-third-party-rua": lambda s, d: _dmarc(s, d, f"rua=mailto:dmarc-reports@arda.cards,{THIRD_PARTY_RUA}"),
+    "dmarc-policy-none": lambda s, d: _dmarc(s, d, "rua=mailto:dmarc-reports@arda.cards", policy="none"),
     "dmarc-no-policy": lambda s, d: _records(
         s, d, [("UPSERT", d.target.dmarc_host, "TXT", [_txt("v=DMARC1; rua=mailto:dmarc-reports@arda.cards")])]
     ),
@@ -415,6 +436,17 @@ DEFECTS: dict[str, Callable[[Scenarios, Seeded], None]] = {
 
 # Healthy shapes receivers accept: each must leave every check green.
 VARIATIONS: dict[str, Callable[[Scenarios, Seeded], None]] = {
+    # several destinations with RFC 7489 §6.2 size limits; the one outside both organizations authorizes it
+    "dmarc-several-rua": lambda s, d: (
+        s.world.publish_outside(_authorization(s, d, outside.THIRD_PARTY), "TXT", [_txt(outside.AUTHORIZATION)]),
+        _dmarc(
+            s,
+            d,
+            f"rua=mailto:dmarc-reports@arda.cards!10m,mailto:dmarc@{d.target.domain}!5m,{THIRD_PARTY_RUA}!1m; "
+            "ruf=mailto:dmarc-reports@arda.cards!1m",
+        ),
+    ),
+    "dmarc-partial-pct": lambda s, d: _dmarc(s, d, "rua=mailto:dmarc-reports@arda.cards; pct=50"),
     # selectors of Postmark's older form hold a dot (DESIGN.md; RFC 6376 §3.1 allows dotted selectors)
     "dkim-dotted-selector": lambda s, d: _rekey(s, d, selector="20150316104110.pm"),
     "dkim-no-spaces": lambda s, d: _dkim_text(s, d, "v=DKIM1;k=rsa;p={key}"),

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 from probes.config import Config, load
+from sandbox import outside
 from sandbox.aws_server import WORLD_ACCESS_KEY, AwsServer
 from sandbox.dns_server import DnsServer, RecordSet, Zone
 from sandbox.postmark_fake import PostmarkFake
@@ -115,6 +116,9 @@ class World:
         self._verify_delay = verify_delay
         self._info: WorldInfo | None = None
         self._served: dict[int, tuple[Any, tuple[Any, ...], Zone]] = {}  # id(moto zone) -> (zone, its rrsets, Zone)
+        self._mailbox = ""
+        self._outside_records: dict[str, list[RecordSet]] = {}  # the world beyond the parent domain
+        self._outside: tuple[Zone, ...] = ()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -127,7 +131,9 @@ class World:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         source = load(self.source)
         self.aws.start()
-        servers = {host: f"127.0.0.{index}" for index, host in enumerate(CHILD_NAMESERVERS + PARENT_NAMESERVERS, 2)}
+        hosts = CHILD_NAMESERVERS + PARENT_NAMESERVERS + outside.NAMESERVERS
+        servers = {host: f"127.0.0.{index}" for index, host in enumerate(hosts, 2)}
+        self._mailbox = source.file.dmarc.report_mailbox
         self.dns = DnsServer(self._zones, servers, resolver="127.0.0.1")
         self.dns.start()
         self.tokens = {account: str(uuid.uuid4()) for account in source.file.postmark.accounts}
@@ -136,6 +142,8 @@ class World:
         infra_repo = self._copy_infra(source)
         partitions_file = self._write_partitions(source, infra_repo)
         config = load(partitions_file)
+        self._outside_records = outside.records(config.targets.values(), self._mailbox)
+        self._outside = outside.as_zones(self._outside_records)
         self._write_aws_config(config)
         self._write_op(config)
         self._info = WorldInfo(
@@ -168,6 +176,8 @@ class World:
         self.postmark.reset()
         self.postmark.latency = 0.0
         self.dns.clear_faults()
+        self._outside_records = outside.records(self.config.targets.values(), self._mailbox)
+        self._outside = outside.as_zones(self._outside_records)
         self.dns.set_packet_loss(0.0)
         self.dns.latency = 0.0
         self.set_op(mode="ok")
@@ -205,13 +215,24 @@ class World:
     def env(self) -> dict[str, str]:
         return self.info.env()
 
+    def publish_outside(self, name: str, rtype: str, values: list[str] | None) -> None:
+        """Set (values in Route 53 text form) or, with None, remove a record set in a zone beyond the parent
+        domain (outside.records: mtasv.net, the report mailbox's domain, example.net)."""
+        owner = name.lower().rstrip(".")
+        apex = max((a for a in self._outside_records if owner == a or owner.endswith(f".{a}")), key=len, default=None)
+        if apex is None:
+            raise ValueError(f"{name} is in no outside zone; known: {', '.join(self._outside_records)}")
+        kept = [r for r in self._outside_records[apex] if (r.name.lower().rstrip("."), r.rtype) != (owner, rtype)]
+        self._outside_records[apex] = kept + ([RecordSet(name, rtype, 300, tuple(values))] if values else [])
+        self._outside = outside.as_zones(self._outside_records)
+
     # -- wiring --------------------------------------------------------------------------------
 
     def _zones(self) -> list[Zone]:
-        """Every public hosted zone of every moto account, as the DNS server serves it."""
+        """Every public hosted zone of every moto account, and the zones beyond, as the DNS server serves them."""
         from moto.route53.models import route53_backends
 
-        zones = []
+        zones = list(self._outside)
         for account in list(route53_backends.keys()):
             for zone in list(route53_backends[account]["global"].zones.values()):
                 if not zone.private_zone:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import dns.name
@@ -11,7 +10,7 @@ import pytest
 from plugins.observations import Observer
 from plugins.report import Evidence
 from probes import dns as probe
-from probes import mailauth
+from probes import mailauth, outside
 from probes.config import Target
 from probes.observe import PartitionObservation
 
@@ -37,7 +36,7 @@ def _judge_dns(
         agreement = probe.agreed(zone, qname, rtype)
         evidence.dns(f"{rtype} {qname} (authoritative, {looks} look(s))", agreement.answers)
         silent += [f"{a.server} ({a.address})" for a in agreement.answers if not a.usable]
-        advisory = _resolver_disagreement(zone, agreement)
+        advisory = probe.resolver_disagreement(zone, agreement)
         if advisory:
             evidence.add(f"{rtype} {qname} (public resolvers, advisory)", advisory)
             if observer.strict_resolvers:
@@ -45,26 +44,6 @@ def _judge_dns(
                     f"public resolvers disagree with the authoritative servers (--strict-resolvers): {advisory}"
                 )
     return problems, sorted(set(silent)) if problems else []
-
-
-def _resolver_disagreement(zone: probe.ZoneObservation, agreement: probe.Agreement) -> str | None:
-    if agreement.problem is not None:
-        return None
-    expected = probe.comparable(agreement.rcode, agreement.rtype, agreement.records, agreement.txt)
-    differing = [
-        probe.evidence(answer)
-        for answer in zone.resolver_answers_for(agreement.qname, agreement.rtype)
-        if probe.comparable(answer.rcode, agreement.rtype, answer.records, answer.txt) != expected
-    ]
-    return "\n".join(differing) or None
-
-
-def _content(zone: probe.ZoneObservation, qname: str, rtype: str) -> probe.Agreement:
-    """What the servers that answer authoritatively agree on; a lame or silent one is the NS check's to judge."""
-    usable = tuple(a for a in zone.answers if a.usable)
-    if not any(a in usable for a in zone.answers_for(qname, rtype)):
-        return probe.agreed(zone, qname, rtype)
-    return probe.agreed(dataclasses.replace(zone, answers=usable), qname, rtype)
 
 
 def _fail_text(what: str, problems: list[str], next_step: str, silent: list[str]) -> str:
@@ -121,7 +100,7 @@ def test_ns_delegation(
 
 def test_spf(target: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence) -> None:
     def judge(zone: probe.ZoneObservation) -> list[str]:
-        agreement = _content(zone, target.zone, "TXT")
+        agreement = probe.content(zone, target.zone, "TXT")
         if agreement.problem:
             return [agreement.problem]
         record = mailauth.read_spf(target.zone, agreement.txt)
@@ -151,32 +130,45 @@ def test_spf(target: Target, observed: PartitionObservation, mailgate_observer: 
 def test_dmarc(target: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence) -> None:
     settings = mailgate_observer.settings
     mailbox = mailgate_observer.dmarc_mailbox
-    allowed = mailgate_observer.dmarc_policies
+    allowed = mailgate_observer.dmarc_production_policies if target.production else mailgate_observer.dmarc_policies
+    which = "dmarc.production_policies" if target.production else "dmarc.allowed_policies"
+    scope = outside.Scope(target.zone, settings.parent_domain, mailbox)
+    reports: list[str] = []  # the destinations of the last look, for the evidence
 
     def judge(zone: probe.ZoneObservation) -> list[str]:
-        agreement = _content(zone, target.dmarc_host, "TXT")
+        agreement = probe.content(zone, target.dmarc_host, "TXT")
         if agreement.problem:
             return [agreement.problem]
         if agreement.rcode == "NXDOMAIN" or not agreement.txt:
             return [
-                f"no DMARC record at {target.dmarc_host} itself (a record at _dmarc.{settings.parent_domain} "
-                "does not count for the target)"
+                f"no DMARC record at {target.dmarc_host} itself ({agreement.rcode}); "
+                f"{outside.fallback(scope, zone)}; mailgate requires the partition's own record, so that its "
+                "policy and reports do not hang on the parent's"
             ]
         record = mailauth.read_dmarc(target.dmarc_host, agreement.txt)
         problems = list(record.problems)
         if record.text is None:
             return problems
         if record.policy is not None and record.policy not in allowed:
-            problems.append(f"policy p={record.policy} is not one of the allowed {', '.join(allowed)}")
+            problems.append(f"policy p={record.policy} is not one of {', '.join(allowed)} ({which})")
         if mailbox.lower() not in record.rua_mailboxes:
             problems.append(f"rua does not include mailto:{mailbox} (has {', '.join(record.rua_mailboxes) or 'none'})")
-        return [f"DMARC {mailauth.show(record.text)!r}: {p}" for p in problems]
+        unauthorized, reports[:] = outside.authorization_checks(scope, record, zone)
+        if record.pct < 100:
+            reports.append(
+                f"pct={record.pct}: RFC 7489 receivers apply p={record.policy} to {record.pct}% of failing mail; "
+                "RFC 9989 receivers ignore pct"
+            )
+        return [f"DMARC {mailauth.show(record.text)}: {p}" for p in problems + unauthorized]
 
     problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(target.dmarc_host, "TXT")], judge)
+    if reports:
+        evidence.add(f"DMARC report destinations of {target.zone}", reports)
     assert not problems, _fail_text(
         f"DMARC of {target.zone} is wrong",
         problems,
-        f"publish one `v=DMARC1; p=...; rua=mailto:{mailbox}` record at {target.dmarc_host}",
+        f"publish one `v=DMARC1; p=...; rua=mailto:{mailbox}` record at {target.dmarc_host}, and have every "
+        "report destination outside the organizational domain authorize it",
         silent,
     )
 
@@ -197,7 +189,7 @@ def test_dkim(target: Target, observed: PartitionObservation, mailgate_observer:
     judged: list[mailauth.DkimRecord] = []  # the record of the last look, for the evidence
 
     def judge(zone: probe.ZoneObservation) -> list[str]:
-        agreement = _content(zone, host, "TXT")
+        agreement = probe.content(zone, host, "TXT")
         if agreement.problem:
             return [agreement.problem]
         if not agreement.txt:
@@ -230,26 +222,26 @@ def test_dkim(target: Target, observed: PartitionObservation, mailgate_observer:
 def test_return_path(
     target: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
 ) -> None:
-    cname = dns.name.from_text(target.return_path_target)
+    target = dns.name.from_text(target.return_path_target)
     host = target.return_path_host
     domain = observed.postmark.domain if observed.postmark else None
 
     def judge(zone: probe.ZoneObservation) -> list[str]:
-        agreement = _content(zone, host, "CNAME")
+        agreement = probe.content(zone, host, "CNAME")
         if agreement.problem:
             return [agreement.problem]
         if not agreement.records:
             return [f"no CNAME at {host} ({agreement.rcode})"]
         seen = [dns.name.from_text(r) for r in agreement.records]
-        return [] if seen == [cname] else [f"CNAME {host} points at {', '.join(map(str, seen))}, expected {cname}"]
+        return [] if seen == [target] else [f"CNAME {host} points at {', '.join(map(str, seen))}, expected {target}"]
 
     problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(host, "CNAME")], judge)
     if domain is not None:
         if dns.name.from_text(domain.return_path_domain or ".") != dns.name.from_text(host):
             problems.append(f"Postmark's ReturnPathDomain is {domain.return_path_domain!r}, expected {host}")
-        if dns.name.from_text(domain.return_path_cname_value or ".") != cname:
+        if dns.name.from_text(domain.return_path_cname_value or ".") != target:
             problems.append(
-                f"Postmark's ReturnPathDomainCNAMEValue is {domain.return_path_cname_value!r}, expected {cname}"
+                f"Postmark's ReturnPathDomainCNAMEValue is {domain.return_path_cname_value!r}, expected {target}"
             )
     assert not problems, _fail_text(
         f"Return-Path of {target.zone} is wrong",

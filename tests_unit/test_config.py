@@ -118,6 +118,14 @@ BAD = [
         id="account-not-12-digits",
     ),
     pytest.param(
+        "production_policies: [quarantine, reject]",
+        "production_policies: [quarantine, strict]",
+        r"dmarc\.production_policies: .*must be a non-empty list of none, quarantine, reject; got \['quarantine',"
+        r" 'strict'\]",
+        "production_policies",
+        id="unknown-production-policy",
+    ),
+    pytest.param(
         "  stage:\n",
         "  dev:\n",
         r"partitions\.dev: duplicate key; keep one",
@@ -145,6 +153,12 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, old: str, new: str, message
     assert caught.match(message)
     if line_needle is not None:
         assert text.startswith(f"{path}:{_line_of(path, line_needle)}:"), text
+
+
+def test_production_policies_default_to_every_allowed_policy(tmp_path: Path) -> None:
+    assert load(REAL).file.dmarc.production_policies == ["quarantine", "reject"]
+    unset = load(_variant(tmp_path, "  production_policies: [quarantine, reject]", "")).file.dmarc
+    assert unset.production_policies is None, "unset: the checks use dmarc.allowed_policies"
 
 
 def test_empty_partition_list(tmp_path: Path) -> None:

@@ -31,7 +31,22 @@ DEFECTS = [
     ("ns-mismatch", "test_ns_delegation", "differs from the hosted zone's Route53 delegation set"),
     ("two-spf", "test_spf", "v=spf1"),
     ("spf-11-lookups", "test_spf", "11 DNS-querying terms, more than the limit of 10"),
-    ("dmarc-parent-only", "test_dmarc", "no DMARC record at _dmarc.dev.ardamails.com itself"),
+    (
+        "dmarc-parent-only",
+        "test_dmarc",
+        "no DMARC record at _dmarc.dev.ardamails.com itself (NXDOMAIN); receivers fall back to the organizational "
+        "domain's record at _dmarc.ardamails.com (RFC 7489 §6.6.3), 'v=DMARC1; p=reject; "
+        "rua=mailto:dmarc-reports@arda.cards', and apply its p=reject (it has no sp=, so p= governs subdomains)",
+    ),
+    ("dmarc-nowhere", "test_dmarc", "and there is none (NXDOMAIN, 0 TXT value(s)): no DMARC policy applies"),
+    (
+        "dmarc-report-unauthorized",
+        "test_dmarc",
+        "report destination mailto:dmarc-reports@arda.cards is outside ardamails.com and arda.cards does not "
+        "authorize dev.ardamails.com (NXDOMAIN, 0 TXT value(s) none starting v=DMARC1), so receivers send it no "
+        'reports (RFC 7489 §7.1): publish TXT dev.ardamails.com._report._dmarc.arda.cards "v=DMARC1"',
+    ),
+    ("dmarc-third-party-rua", "test_dmarc", 'publish TXT dev.ardamails.com._report._dmarc.example.net "v=DMARC1"'),
     ("dmarc-no-policy", "test_dmarc", "p="),
     ("dkim-one-char", "test_dkim", "differs from cdk.context.json's dkimPublicKey (first difference at character"),
     ("dkim-revoked", "test_dkim", "is revoked (empty p=)"),
@@ -60,6 +75,16 @@ def test_healthy_variation_passes_every_check(scenarios, run_checks, variation: 
     scenarios.seed("dev", variations=[variation])
     run = run_checks("-m", "postmerge", "--partition", "dev", "--postmark-wait", "1")
     assert run.outcomes == {f"{check}[dev]": "passed" for check in POSTMERGE_CHECKS}, run.messages
+
+
+def test_production_policies_bind_production_partitions_only(scenarios, run_checks) -> None:
+    for name in ("dev", "prod"):
+        scenarios.seed(name, defects=["dmarc-policy-none"])
+    run = run_checks("-m", "dns", "--partition", "dev,prod")
+    assert run.failed() == {"test_dmarc[prod]"}, run.messages
+    assert (
+        "policy p=none is not one of quarantine, reject (dmarc.production_policies)" in run.messages["test_dmarc[prod]"]
+    ), run.messages["test_dmarc[prod]"]
 
 
 def test_unverified_postmark_turns_verified_within_the_wait(scenarios, run_checks) -> None:
@@ -124,16 +149,16 @@ def test_four_partitions_under_xdist_match_the_single_process_verdicts(
 # is still that defect's) and every healthy variation rides along on some partition.
 XDIST_ROUNDS: list[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = [
     {
-        "dev": (("dkim-weak-key",), ("dkim-no-spaces",)),
-        "stage": (("dkim-testing",), ("dkim-dotted-selector",)),
-        "demo": (("dkim-version-not-first",), ()),
+        "dev": (("dkim-weak-key", "dmarc-report-unauthorized"), ("dkim-no-spaces",)),
+        "stage": (("dkim-testing", "dmarc-nowhere"), ("dkim-dotted-selector",)),
+        "demo": (("dkim-version-not-first",), ("dmarc-partial-pct",)),
         "prod": ((), ("dkim-1024-bit",)),
     },
     {
-        "dev": (("dkim-sha1-only",), ()),
-        "stage": (("dkim-not-for-email",), ()),
-        "demo": (("dkim-unknown-key-type",), ()),
-        "prod": ((), ()),
+        "dev": (("dkim-sha1-only",), ("dmarc-several-rua",)),
+        "stage": (("dkim-not-for-email", "dmarc-parent-only"), ()),
+        "demo": (("dkim-unknown-key-type", "dmarc-third-party-rua"), ()),
+        "prod": (("dmarc-policy-none",), ()),
     },
 ]
 
@@ -143,6 +168,7 @@ def test_mail_authentication_defects_under_xdist_fail_exactly_their_checks(
     scenarios, pytester: pytest.Pytester, tmp_path, plan: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
 ) -> None:
     owner = {defect: (check, message) for defect, check, message in DEFECTS}
+    owner["dmarc-policy-none"] = ("test_dmarc", "policy p=none is not one of quarantine, reject")
     for name, (defects, variations) in plan.items():
         scenarios.seed(name, defects=defects, variations=variations)
     junit = tmp_path / "junit.xml"
@@ -155,10 +181,15 @@ def test_mail_authentication_defects_under_xdist_fail_exactly_their_checks(
         for case in ElementTree.parse(junit).iter("testcase")
         for bad in [*case.iter("failure"), *case.iter("error")]
     }
-    expected = {f"{owner[d][0]}[{name}]": owner[d][1] for name, (defects, _) in plan.items() for d in defects}
+    expected: dict[str, list[str]] = {}
+    for name, (defects, _) in plan.items():
+        for defect in defects:
+            check, message = owner[defect]
+            expected.setdefault(f"{check}[{name}]", []).append(message.replace("dev.ardamails", f"{name}.ardamails"))
     assert set(failures) == set(expected), failures
-    for test, message in expected.items():
-        assert message in failures[test], f"{test}: expected {message!r} in\n{failures[test]}"
+    for test, messages in expected.items():
+        for message in messages:
+            assert message in failures[test], f"{test}: expected {message!r} in\n{failures[test]}"
 
 
 def test_public_resolver_disagreement_is_advisory_unless_strict(scenarios, run_checks) -> None:
