@@ -169,8 +169,8 @@ def _target_record(
         else:
             what = "; ".join(found.problems)
         walk.problems.append(
-            f"SPF permerror: {where}: {domain} has {what}; a {kind} target must hold exactly one valid SPF "
-            f"record ({rule}): fix {domain} or remove the {kind}"
+            f"SPF permerror: {where}: {domain} has {what}; {'an include' if kind == 'include' else 'a redirect'} "
+            f"target must hold exactly one valid SPF record ({rule}): fix {domain} or remove the {kind}"
         )
     else:
         branches = _record(walk, parse_spf(found.text, domain), (*path, domain))

@@ -223,7 +223,18 @@ def _one_char(key: str) -> str:
     return key[:index] + ("A" if key[index] != "A" else "B") + key[index + 1 :]
 
 
-THIRD_PARTY_RUA = f"mailto:dmarc-reports@{outside.THIRD_PARTY}"
+THIRD = outside.THIRD_PARTY
+THIRD_PARTY_RUA = f"mailto:dmarc-reports@{THIRD}"
+
+
+def _spf(scenarios: Scenarios, seeded: Seeded, *values: str) -> None:
+    """Publish `values` as the TXT values at the partition's apex (its SPF record and whatever stands beside it)."""
+    _records(scenarios, seeded, [("UPSERT", seeded.target.zone, "TXT", [_txt(v) for v in values])])
+
+
+def _third_party_spf(scenarios: Scenarios, label: str, text: str) -> None:
+    """An SPF record at <label>.example.net, the sandbox's third party."""
+    scenarios.world.publish_outside(f"{label}.{THIRD}", "TXT", [_txt(text)])
 
 
 def _dmarc(scenarios: Scenarios, seeded: Seeded, tags: str, *, policy: str = "quarantine") -> None:
@@ -370,24 +381,29 @@ DEFECTS: dict[str, Callable[[Scenarios, Seeded], None]] = {
             )
         ],
     ),
-    "spf-11-lookups": lambda s, d: _records(
-        s,
-        d,
-        [
-            (
-                "UPSERT",
-                d.target.zone,
-                "TXT",
-                [
-                    _txt(
-                        "v=spf1 include:spf.mtasv.net "
-                        + " ".join(f"include:s{i}.example.com" for i in range(10))
-                        + " ~all"
-                    )
-                ],
-            )
-        ],
+    # RFC 7208 §4.6.4: spf.mtasv.net, bulk and its nine includes make 11 lookups; the 11th crosses the limit
+    "spf-11-lookups": lambda s, d: (
+        [_third_party_spf(s, f"s{i}", f"v=spf1 ip4:192.0.2.{i} -all") for i in range(1, 10)],
+        _third_party_spf(s, "bulk", "v=spf1 " + " ".join(f"include:s{i}.{THIRD}" for i in range(1, 10)) + " -all"),
+        _spf(s, d, f"v=spf1 include:spf.mtasv.net include:bulk.{THIRD} ~all"),
     ),
+    # RFC 7208 §4.6.4: a (no A at the apex), mx (no MX) and a:mail (NXDOMAIN) are three void lookups
+    "spf-void-lookups": lambda s, d: _spf(s, d, f"v=spf1 a mx a:mail.{THIRD} include:spf.mtasv.net ~all"),
+    # RFC 7208 §5.2: an include whose target has no SPF record is a permerror
+    "spf-include-without-record": lambda s, d: _spf(s, d, f"v=spf1 include:spf.mtasv.net include:spf.{THIRD} ~all"),
+    "spf-include-two-records": lambda s, d: (
+        s.world.publish_outside(
+            f"two.{THIRD}", "TXT", [_txt("v=spf1 ip4:192.0.2.1 -all"), _txt("v=spf1 ip4:192.0.2.2 -all")]
+        ),
+        _spf(s, d, f"v=spf1 include:spf.mtasv.net include:two.{THIRD} ~all"),
+    ),
+    "spf-include-loop": lambda s, d: (
+        _third_party_spf(s, "loop", f"v=spf1 include:loop2.{THIRD} -all"),
+        _third_party_spf(s, "loop2", f"v=spf1 include:loop.{THIRD} -all"),
+        _spf(s, d, f"v=spf1 include:spf.mtasv.net include:loop.{THIRD} ~all"),
+    ),
+    "spf-without-postmark": lambda s, d: _spf(s, d, "v=spf1 ip4:192.0.2.10 ~all"),
+    "spf-no-all": lambda s, d: _spf(s, d, "v=spf1 include:spf.mtasv.net"),
     "dmarc-parent-only": _dmarc_parent_only,
     "dmarc-nowhere": lambda s, d: _records(s, d, [("DELETE", d.target.dmarc_host, "TXT", [])]),
     # RFC 7489 §7.1: without its authorization record the mailbox's domain receives no reports
@@ -446,6 +462,27 @@ VARIATIONS: dict[str, Callable[[Scenarios, Seeded], None]] = {
             "ruf=mailto:dmarc-reports@arda.cards!1m",
         ),
     ),
+    # RFC 7208 §6.1: a record that hands over with redirect= needs no all of its own
+    "spf-redirect": lambda s, d: (
+        _records(
+            s,
+            d,
+            [("UPSERT", f"_spf.{d.target.domain}", "TXT", [_txt("v=spf1 include:spf.mtasv.net ~all")])],
+            account=ROOT_ACCOUNT,
+            zone_id=s.world.info.parent_zone_id,
+        ),
+        _spf(s, d, f"v=spf1 redirect=_spf.{d.target.domain}"),
+    ),
+    # site verifications beside the SPF record are no second SPF record (RFC 7208 §4.5 selects by v=spf1)
+    "spf-extra-txt": lambda s, d: _spf(
+        s,
+        d,
+        "v=spf1 include:spf.mtasv.net ~all",
+        "google-site-verification=rXOxyZounnZasA8Z7oaD3c14JdjS9aKSWvsR1EbUSIQ",
+        "MS=ms64724381",
+    ),
+    # Postmark's suggested record (support article 900): a and mx cost two void lookups here, within the limit
+    "spf-postmark-suggested": lambda s, d: _spf(s, d, "v=spf1 a mx include:spf.mtasv.net ~all"),
     "dmarc-partial-pct": lambda s, d: _dmarc(s, d, "rua=mailto:dmarc-reports@arda.cards; pct=50"),
     # selectors of Postmark's older form hold a dot (DESIGN.md; RFC 6376 §3.1 allows dotted selectors)
     "dkim-dotted-selector": lambda s, d: _rekey(s, d, selector="20150316104110.pm"),

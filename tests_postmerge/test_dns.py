@@ -10,7 +10,7 @@ import pytest
 from plugins.observations import Observer
 from plugins.report import Evidence
 from probes import dns as probe
-from probes import mailauth, outside
+from probes import mailauth, outside, spf
 from probes.config import Target
 from probes.observe import PartitionObservation
 
@@ -99,6 +99,8 @@ def test_ns_delegation(
 
 
 def test_spf(target: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence) -> None:
+    trees: list[spf.SpfEvaluation] = []  # the tree of the last look, for the evidence
+
     def judge(zone: probe.ZoneObservation) -> list[str]:
         agreement = probe.content(zone, target.zone, "TXT")
         if agreement.problem:
@@ -107,22 +109,32 @@ def test_spf(target: Target, observed: PartitionObservation, mailgate_observer: 
         problems = list(record.problems)
         if record.text is None:
             return problems or [f"no v=spf1 TXT record at {target.zone}"]
-        if record.dns_lookups > mailauth.SPF_LOOKUP_LIMIT:
-            problems.append(
-                f"{record.dns_lookups} DNS-querying terms, more than the limit of {mailauth.SPF_LOOKUP_LIMIT}"
-            )
-        if not record.ends_with_all:
-            problems.append("the record does not end in an `all` mechanism")
-        missing = [i for i in target.spf_includes if i.lower().rstrip(".") not in record.includes]
-        if missing:
-            problems.append(f"missing include:{', include:'.join(missing)} (configured for {target.name})")
-        return [f"SPF {mailauth.show(record.text)!r}: {p}" for p in problems] if problems else []
+        if not problems:  # a record receivers already reject (permerror) is not evaluated further
+            tree = spf.evaluate(target.zone, agreement.txt, zone.outside_for)
+            trees[:] = [tree]
+            problems += tree.problems
+            problems += [
+                f"{rtype} {name} was not looked up (mailgate's own fault: report it)" for name, rtype in tree.missing
+            ]
+            if not record.ends_with_all and not tree.ends_in_redirect:
+                problems.append("the record ends in neither an `all` mechanism nor redirect= (RFC 7208 §4.7, §6.1)")
+            found = tree.targets
+            missing = [i for i in target.spf_includes if i.lower().rstrip(".") not in found]
+            if missing and not tree.problems:
+                problems.append(
+                    f"include:{', include:'.join(missing)} (configured for {target.name}) is nowhere in the "
+                    f"evaluated tree (targets: {', '.join(sorted(found)) or 'none'})"
+                )
+        return [f"SPF {mailauth.show(record.text)}: {p}" for p in problems] if problems else []
 
     problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(target.zone, "TXT")], judge)
+    for tree in trees:
+        evidence.add(f"SPF of {target.zone} as receivers evaluate it (RFC 7208)", tree.tree())
     assert not problems, _fail_text(
         f"SPF of {target.zone} is wrong",
         problems,
-        "publish exactly one valid v=spf1 record ending in ~all or -all",
+        f"publish exactly one valid v=spf1 record at {target.zone} ending in ~all, -all or redirect=, whose "
+        f"include tree stays within {mailauth.SPF_LOOKUP_LIMIT} lookups and {spf.VOID_LOOKUP_LIMIT} void lookups",
         silent,
     )
 

@@ -146,12 +146,11 @@ def test_spf_counts_every_dns_querying_term_and_only_those() -> None:
     assert parse_spf("v=spf1 redirect=_spf.example.com").dns_lookups == 1
 
 
-def test_spf_over_ten_lookups_is_a_problem_with_the_count() -> None:
+def test_spf_lookups_over_ten_are_counted_here_and_judged_over_the_whole_tree() -> None:
     terms = [f"include:s{i}.example.com" for i in range(SPF_LOOKUP_LIMIT)]
-    assert parse_spf("v=spf1 " + " ".join(terms) + " -all").problems == ()
     spf = parse_spf("v=spf1 " + " ".join([*terms, "mx"]) + " -all", ZONE)
     assert spf.dns_lookups == 11
-    _one(spf.problems, "11 DNS-querying terms", "at most 10")
+    assert spf.problems == (), "the limit is the evaluation's (probes/spf.py), not one record's"
 
 
 def test_spf_modifier_rules() -> None:
@@ -415,4 +414,4 @@ def test_spf_lookup_count_matches_the_querying_terms(terms: list[str]) -> None:
     spf = parse_spf(" ".join(["v=spf1", *terms, "-all"]))
     expected = sum(not t.startswith("ip4") for t in terms)
     assert spf.dns_lookups == expected
-    assert (expected > SPF_LOOKUP_LIMIT) == bool(spf.problems)
+    assert spf.problems == ()

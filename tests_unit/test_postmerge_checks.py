@@ -30,7 +30,28 @@ DEFECTS = [
     ("lame-ns", "test_ns_delegation", "ns-2049.awsdns-65.net (127.0.0.3:"),
     ("ns-mismatch", "test_ns_delegation", "differs from the hosted zone's Route53 delegation set"),
     ("two-spf", "test_spf", "v=spf1"),
-    ("spf-11-lookups", "test_spf", "11 DNS-querying terms, more than the limit of 10"),
+    (
+        "spf-11-lookups",
+        "test_spf",
+        "SPF permerror: 11 DNS-lookup terms, more than the 10 RFC 7208 §4.6.4 allows; the limit is crossed at "
+        "dev.ardamails.com → bulk.example.net → include:s9.example.net",
+    ),
+    (
+        "spf-void-lookups",
+        "test_spf",
+        "SPF permerror: 3 void lookups (NXDOMAIN or no answer), more than the 2 RFC 7208 §4.6.4 allows; the last is "
+        "dev.ardamails.com → a:mail.example.net (NXDOMAIN)",
+    ),
+    (
+        "spf-include-without-record",
+        "test_spf",
+        "SPF permerror: dev.ardamails.com → include:spf.example.net: spf.example.net has no SPF record (NXDOMAIN); "
+        "an include target must hold exactly one valid SPF record (RFC 7208 §5.2)",
+    ),
+    ("spf-include-two-records", "test_spf", "two.example.net has 2 SPF records (TXT 'v=spf1 ip4:192.0.2.1 -all'"),
+    ("spf-include-loop", "test_spf", "loops back to loop.example.net"),
+    ("spf-without-postmark", "test_spf", "include:spf.mtasv.net (configured for dev) is nowhere in the evaluated tree"),
+    ("spf-no-all", "test_spf", "the record ends in neither an `all` mechanism nor redirect="),
     (
         "dmarc-parent-only",
         "test_dmarc",
@@ -149,16 +170,22 @@ def test_four_partitions_under_xdist_match_the_single_process_verdicts(
 # is still that defect's) and every healthy variation rides along on some partition.
 XDIST_ROUNDS: list[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = [
     {
-        "dev": (("dkim-weak-key", "dmarc-report-unauthorized"), ("dkim-no-spaces",)),
-        "stage": (("dkim-testing", "dmarc-nowhere"), ("dkim-dotted-selector",)),
-        "demo": (("dkim-version-not-first",), ("dmarc-partial-pct",)),
-        "prod": ((), ("dkim-1024-bit",)),
+        "dev": (("dkim-weak-key", "dmarc-report-unauthorized", "spf-11-lookups"), ("dkim-no-spaces",)),
+        "stage": (("dkim-testing", "dmarc-nowhere", "spf-void-lookups"), ("dkim-dotted-selector",)),
+        "demo": (("dkim-version-not-first", "spf-include-without-record"), ("dmarc-partial-pct",)),
+        "prod": (("spf-include-two-records",), ("dkim-1024-bit",)),
     },
     {
-        "dev": (("dkim-sha1-only",), ("dmarc-several-rua",)),
-        "stage": (("dkim-not-for-email", "dmarc-parent-only"), ()),
-        "demo": (("dkim-unknown-key-type", "dmarc-third-party-rua"), ()),
-        "prod": (("dmarc-policy-none",), ()),
+        "dev": (("dkim-sha1-only", "spf-include-loop"), ("dmarc-several-rua",)),
+        "stage": (("dkim-not-for-email", "dmarc-parent-only", "spf-without-postmark"), ()),
+        "demo": (("dkim-unknown-key-type", "dmarc-third-party-rua", "spf-no-all"), ()),
+        "prod": (("dmarc-policy-none",), ("spf-redirect",)),
+    },
+    {
+        "dev": ((), ("spf-extra-txt",)),
+        "stage": ((), ("spf-postmark-suggested",)),
+        "demo": (("two-spf",), ()),
+        "prod": ((), ()),
     },
 ]
 
