@@ -234,7 +234,7 @@ def test_dkim(target: Target, observed: PartitionObservation, mailgate_observer:
 def test_return_path(
     target: Target, observed: PartitionObservation, mailgate_observer: Observer, evidence: Evidence
 ) -> None:
-    target = dns.name.from_text(target.return_path_target)
+    cname = dns.name.from_text(target.return_path_target)
     host = target.return_path_host
     domain = observed.postmark.domain if observed.postmark else None
 
@@ -245,15 +245,15 @@ def test_return_path(
         if not agreement.records:
             return [f"no CNAME at {host} ({agreement.rcode})"]
         seen = [dns.name.from_text(r) for r in agreement.records]
-        return [] if seen == [target] else [f"CNAME {host} points at {', '.join(map(str, seen))}, expected {target}"]
+        return [] if seen == [cname] else [f"CNAME {host} points at {', '.join(map(str, seen))}, expected {cname}"]
 
     problems, silent = _judge_dns(mailgate_observer, observed, evidence, [(host, "CNAME")], judge)
     if domain is not None:
         if dns.name.from_text(domain.return_path_domain or ".") != dns.name.from_text(host):
             problems.append(f"Postmark's ReturnPathDomain is {domain.return_path_domain!r}, expected {host}")
-        if dns.name.from_text(domain.return_path_cname_value or ".") != target:
+        if dns.name.from_text(domain.return_path_cname_value or ".") != cname:
             problems.append(
-                f"Postmark's ReturnPathDomainCNAMEValue is {domain.return_path_cname_value!r}, expected {target}"
+                f"Postmark's ReturnPathDomainCNAMEValue is {domain.return_path_cname_value!r}, expected {cname}"
             )
     assert not problems, _fail_text(
         f"Return-Path of {target.zone} is wrong",
