@@ -1,7 +1,8 @@
 """Gather everything postmerge judges, for many partitions at once, in one event loop.
 
 Per partition three chains start together: AWS (stack → hosted zone), DNS (parent → delegation →
-every authoritative server, and the resolvers), Postmark (credential → find → verify and poll). All
+every authoritative server, and the resolvers; beside it, the names receivers look up beyond the zone:
+SPF include targets, DMARC report authorizations), Postmark (credential → find → verify and poll). All
 partitions' chains overlap, so a run costs about the longest chain, not one request per assertion.
 """
 
