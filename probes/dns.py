@@ -254,6 +254,22 @@ async def resolve(
     return await _Asker.of(resolvers, 53, timeout, retries).first_answer(qname, rtype)
 
 
+async def parent_lookups(
+    parent: str,
+    *,
+    resolvers: Sequence[str],
+    port: int = 53,
+    timeout: float = 3.0,
+    retries: int = DEFAULT_RETRIES,
+) -> None:
+    """Wait for the resolver lookups every zone's delegation starts with (the parent's NS and their addresses,
+    asked once per event loop and shared with `observe_zone` called with the same settings): work that may wait
+    waits for them, so it never delays the one path every zone is on."""
+    asker = _Asker.of(resolvers, port, timeout, retries)
+    parent_ns, _ = await asker.first_records(parent, "NS")
+    await asker.addresses(sorted({host_text(n) for n in parent_ns}))
+
+
 async def observe_zone(
     zone: str,
     parent: str,

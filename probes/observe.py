@@ -223,14 +223,24 @@ async def _dns(
 
 async def observe_dns(target: Target, settings: Settings, queries: Sequence[tuple[str, str]]) -> dns.ZoneObservation:
     """The zone from its delegation and every server, and meanwhile what receivers look up beyond it (SPF
-    include targets, report authorizations), from the resolvers; completed from the authoritative records.
+    include targets, report authorizations) from the resolvers, once the delegation's first lookups (the parent's
+    servers, shared by every zone) no longer need them; completed from the authoritative records.
     Raises ValueError for a resolver that is not an IP address."""
 
     async def ask(qname: str, rtype: str) -> dns.Answer:
         return await dns.resolve(qname, rtype, resolvers=settings.resolvers, timeout=settings.dns_timeout)
 
+    async def beyond() -> tuple[dns.Answer, ...]:
+        await dns.parent_lookups(
+            settings.parent_domain,
+            resolvers=settings.resolvers,
+            port=settings.nameserver_port,
+            timeout=settings.dns_timeout,
+        )
+        return await outside.from_resolvers(scope, ask)
+
     scope = outside.Scope(target.zone, settings.parent_domain, settings.dmarc_mailbox)
-    observed, beyond = await asyncio.gather(
+    observed, found = await asyncio.gather(
         dns.observe_zone(
             target.zone,
             settings.parent_domain,
@@ -239,9 +249,9 @@ async def observe_dns(target: Target, settings: Settings, queries: Sequence[tupl
             port=settings.nameserver_port,
             timeout=settings.dns_timeout,
         ),
-        outside.from_resolvers(scope, ask),
+        beyond(),
     )
-    return await outside.from_authoritative(scope, ask, dataclasses.replace(observed, outside=beyond))
+    return await outside.from_authoritative(scope, ask, dataclasses.replace(observed, outside=found))
 
 
 async def _postmark_keys(

@@ -48,9 +48,9 @@ DEFECTS = [
         "SPF permerror: dev.ardamails.com → include:spf.example.net: spf.example.net has no SPF record (NXDOMAIN); "
         "an include target must hold exactly one valid SPF record (RFC 7208 §5.2)",
     ),
-    ("spf-include-two-records", "test_spf", "two.example.net has 2 SPF records (TXT 'v=spf1 ip4:192.0.2.1 -all'"),
+    ("spf-include-two-records", "test_spf", "two.example.net has 2 SPF records (TXT 'v=spf1 ip4:192.0.2."),
     ("spf-include-loop", "test_spf", "loops back to loop.example.net"),
-    ("spf-without-postmark", "test_spf", "include:spf.mtasv.net (configured for dev) is nowhere in the evaluated tree"),
+    ("spf-without-postmark", "test_spf", "include:spf.mtasv.net (configured for dev) is nowhere in the evaluated"),
     ("spf-no-all", "test_spf", "the record ends in neither an `all` mechanism nor redirect="),
     (
         "dmarc-parent-only",
@@ -212,7 +212,8 @@ def test_mail_authentication_defects_under_xdist_fail_exactly_their_checks(
     for name, (defects, _) in plan.items():
         for defect in defects:
             check, message = owner[defect]
-            expected.setdefault(f"{check}[{name}]", []).append(message.replace("dev.ardamails", f"{name}.ardamails"))
+            for_name = message.replace("dev.ardamails", f"{name}.ardamails").replace("for dev)", f"for {name})")
+            expected.setdefault(f"{check}[{name}]", []).append(for_name)
     assert set(failures) == set(expected), failures
     for test, messages in expected.items():
         for message in messages:
