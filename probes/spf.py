@@ -153,7 +153,8 @@ def _target_record(
     where = " → ".join([*path, text])
     walk.targets.add(domain)
     found = read_spf(domain, answer.txt)
-    record, branches = found.text, ()
+    record = found.text
+    branches: tuple[SpfBranch, ...] = ()
     rule = "RFC 7208 §5.2" if kind == "include" else "RFC 7208 §6.1"
     if domain in path:
         walk.problems.append(

@@ -337,6 +337,42 @@ def _sender_only(scenarios: Scenarios, seeded: Seeded) -> None:
     postmark.create_sender(target.postmark_account, f"mail@{target.zone}", "Arda mail")
 
 
+def _spf_11_lookups(s: Scenarios, d: Seeded) -> None:
+    for i in range(1, 10):
+        _third_party_spf(s, f"s{i}", f"v=spf1 ip4:192.0.2.{i} -all")
+    _third_party_spf(s, "bulk", "v=spf1 " + " ".join(f"include:s{i}.{THIRD}" for i in range(1, 10)) + " -all")
+    _spf(s, d, f"v=spf1 include:spf.mtasv.net include:bulk.{THIRD} ~all")
+
+
+def _spf_include_two_records(s: Scenarios, d: Seeded) -> None:
+    two = [_txt("v=spf1 ip4:192.0.2.1 -all"), _txt("v=spf1 ip4:192.0.2.2 -all")]
+    s.world.publish_outside(f"two.{THIRD}", "TXT", two)
+    _spf(s, d, f"v=spf1 include:spf.mtasv.net include:two.{THIRD} ~all")
+
+
+def _spf_include_loop(s: Scenarios, d: Seeded) -> None:
+    _third_party_spf(s, "loop", f"v=spf1 include:loop2.{THIRD} -all")
+    _third_party_spf(s, "loop2", f"v=spf1 include:loop.{THIRD} -all")
+    _spf(s, d, f"v=spf1 include:spf.mtasv.net include:loop.{THIRD} ~all")
+
+
+def _dmarc_several_rua(s: Scenarios, d: Seeded) -> None:
+    s.world.publish_outside(_authorization(s, d, THIRD), "TXT", [_txt(outside.AUTHORIZATION)])
+    _dmarc(
+        s,
+        d,
+        f"rua=mailto:dmarc-reports@arda.cards!10m,mailto:dmarc@{d.target.domain}!5m,{THIRD_PARTY_RUA}!1m; "
+        "ruf=mailto:dmarc-reports@arda.cards!1m",
+    )
+
+
+def _spf_redirect(s: Scenarios, d: Seeded) -> None:
+    spf = [_txt("v=spf1 include:spf.mtasv.net ~all")]
+    parent = s.world.info.parent_zone_id
+    _records(s, d, [("UPSERT", f"_spf.{d.target.domain}", "TXT", spf)], account=ROOT_ACCOUNT, zone_id=parent)
+    _spf(s, d, f"v=spf1 redirect=_spf.{d.target.domain}")
+
+
 TEMPLATE_DEFECTS: dict[str, Callable[[dict[str, Any], Target], dict[str, Any]]] = {
     "missing-export": _without_export,
     "foreign-arn": _foreign_arn,
@@ -382,26 +418,13 @@ DEFECTS: dict[str, Callable[[Scenarios, Seeded], None]] = {
         ],
     ),
     # RFC 7208 §4.6.4: spf.mtasv.net, bulk and its nine includes make 11 lookups; the 11th crosses the limit
-    "spf-11-lookups": lambda s, d: (
-        [_third_party_spf(s, f"s{i}", f"v=spf1 ip4:192.0.2.{i} -all") for i in range(1, 10)],
-        _third_party_spf(s, "bulk", "v=spf1 " + " ".join(f"include:s{i}.{THIRD}" for i in range(1, 10)) + " -all"),
-        _spf(s, d, f"v=spf1 include:spf.mtasv.net include:bulk.{THIRD} ~all"),
-    ),
+    "spf-11-lookups": _spf_11_lookups,
     # RFC 7208 §4.6.4: a (no A at the apex), mx (no MX) and a:mail (NXDOMAIN) are three void lookups
     "spf-void-lookups": lambda s, d: _spf(s, d, f"v=spf1 a mx a:mail.{THIRD} include:spf.mtasv.net ~all"),
     # RFC 7208 §5.2: an include whose target has no SPF record is a permerror
     "spf-include-without-record": lambda s, d: _spf(s, d, f"v=spf1 include:spf.mtasv.net include:spf.{THIRD} ~all"),
-    "spf-include-two-records": lambda s, d: (
-        s.world.publish_outside(
-            f"two.{THIRD}", "TXT", [_txt("v=spf1 ip4:192.0.2.1 -all"), _txt("v=spf1 ip4:192.0.2.2 -all")]
-        ),
-        _spf(s, d, f"v=spf1 include:spf.mtasv.net include:two.{THIRD} ~all"),
-    ),
-    "spf-include-loop": lambda s, d: (
-        _third_party_spf(s, "loop", f"v=spf1 include:loop2.{THIRD} -all"),
-        _third_party_spf(s, "loop2", f"v=spf1 include:loop.{THIRD} -all"),
-        _spf(s, d, f"v=spf1 include:spf.mtasv.net include:loop.{THIRD} ~all"),
-    ),
+    "spf-include-two-records": _spf_include_two_records,
+    "spf-include-loop": _spf_include_loop,
     "spf-without-postmark": lambda s, d: _spf(s, d, "v=spf1 ip4:192.0.2.10 ~all"),
     "spf-no-all": lambda s, d: _spf(s, d, "v=spf1 include:spf.mtasv.net"),
     "dmarc-parent-only": _dmarc_parent_only,
@@ -453,26 +476,9 @@ DEFECTS: dict[str, Callable[[Scenarios, Seeded], None]] = {
 # Healthy shapes receivers accept: each must leave every check green.
 VARIATIONS: dict[str, Callable[[Scenarios, Seeded], None]] = {
     # several destinations with RFC 7489 §6.2 size limits; the one outside both organizations authorizes it
-    "dmarc-several-rua": lambda s, d: (
-        s.world.publish_outside(_authorization(s, d, outside.THIRD_PARTY), "TXT", [_txt(outside.AUTHORIZATION)]),
-        _dmarc(
-            s,
-            d,
-            f"rua=mailto:dmarc-reports@arda.cards!10m,mailto:dmarc@{d.target.domain}!5m,{THIRD_PARTY_RUA}!1m; "
-            "ruf=mailto:dmarc-reports@arda.cards!1m",
-        ),
-    ),
+    "dmarc-several-rua": _dmarc_several_rua,
     # RFC 7208 §6.1: a record that hands over with redirect= needs no all of its own
-    "spf-redirect": lambda s, d: (
-        _records(
-            s,
-            d,
-            [("UPSERT", f"_spf.{d.target.domain}", "TXT", [_txt("v=spf1 include:spf.mtasv.net ~all")])],
-            account=ROOT_ACCOUNT,
-            zone_id=s.world.info.parent_zone_id,
-        ),
-        _spf(s, d, f"v=spf1 redirect=_spf.{d.target.domain}"),
-    ),
+    "spf-redirect": _spf_redirect,
     # site verifications beside the SPF record are no second SPF record (RFC 7208 §4.5 selects by v=spf1)
     "spf-extra-txt": lambda s, d: _spf(
         s,
