@@ -191,12 +191,20 @@ def _benchmark(
 
 
 def _seed(scenarios: Scenarios, names: Sequence[str], threads: int) -> None:
-    """Deploy partitions healthy, `threads` at once (their synths are node processes that overlap)."""
+    """Deploy partitions healthy, `threads` at once (their synths are node processes that overlap); a partition
+    whose infrastructure and Postmark account an earlier one has is deployed from that one's renamed template."""
     if not names:
         return
-    scenarios.seed(names[0])  # alone first: boto3's default session and its loaders warm up in one thread
+    targets = scenarios.world.config.targets
+    models: dict[tuple[str, str], str] = {}
+    first, rest = [], []
+    for name in names:
+        kind = (targets[name].infrastructure, targets[name].postmark_account)
+        (rest if kind in models else first).append((name, models.setdefault(kind, name)))
+    scenarios.seed(first[0][0])  # alone first: boto3's default session and its loaders warm up in one thread
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="seed") as pool:
-        list(pool.map(scenarios.seed, names[1:]))
+        list(pool.map(scenarios.seed, [name for name, _ in first[1:]]))
+        list(pool.map(lambda pair: scenarios.seed(pair[0], like=pair[1]), rest))
 
 
 def _set_latency(world: World, latency: Latency) -> None:
