@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from plugins.merge import main as merge_main
+from plugins.merge import run_folder
 from plugins.shards import main as partitions_main
 from sandbox.scenarios import Scenarios
 
@@ -25,7 +26,7 @@ PARTITIONS = ("dev", "stage", "demo", "prod")
 
 def _cases(folder: Path) -> list[tuple[str, str, str, str]]:
     """(classname, name, outcome, message) of every testcase in the folder's one JUnit file."""
-    (junit,) = folder.glob("*.xml")
+    (junit,) = run_folder(folder).glob("*.xml")
     found = []
     for case in ET.parse(junit).getroot().iter("testcase"):
         kind = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
@@ -42,7 +43,7 @@ def _cases(folder: Path) -> list[tuple[str, str, str, str]]:
 
 
 def _signoff(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "signoff.json").read_text(encoding="utf-8"))
+    return json.loads((run_folder(folder) / "signoff.json").read_text(encoding="utf-8"))
 
 
 def _checks(folder: Path) -> list[tuple[str, str, str | None]]:
@@ -90,7 +91,7 @@ def test_four_shards_merge_into_what_one_run_writes_in_any_order(world_runs: dic
         assert _cases(out) == _cases(single), f"{order}: JUnit testcases differ from one run's"
         assert _checks(out) == _checks(single), f"{order}: sign-off checks differ from one run's"
         assert _signoff(out)["rows"] == _signoff(single)["rows"], f"{order}: sign-off rows differ"
-        table = (single / "signoff.md").read_text().split("## Verdict matrix")[1].split("##")[0]
+        table = (run_folder(single) / "signoff.md").read_text().split("## Verdict matrix")[1].split("##")[0]
         assert table in (out / "signoff.md").read_text(), f"{order}: the merged verdict matrix differs"
         html = next(out.glob("*.html")).read_text()
         assert 'id="mailgate-matrix"' in html, "the HTML summary carries the verdict matrix"
@@ -125,7 +126,7 @@ def test_refusals_name_the_folder_and_exit_4(
         shutil.copytree(stage / "latest", copy)  # the run's folder
         document = _signoff(copy)
         change(document)
-        (copy / "signoff.json").write_text(json.dumps(document))
+        (run_folder(copy) / "signoff.json").write_text(json.dumps(document))
         return copy
 
     interrupted = variant("interrupted", lambda d: d.update(complete=False))
@@ -143,7 +144,8 @@ def test_refusals_name_the_folder_and_exit_4(
     capsys.readouterr()
     again = refused(str(dev), str(stage), out=tmp_path / "done")
     assert "already holds a sign-off" in again, "an earlier merge is never overwritten"
-    assert "already holds a sign-off" in refused(str(dev), out=stage), "a shard's folder is never OUT"
+    shard = run_folder(stage)
+    assert "already holds a sign-off" in refused(str(dev), out=shard), "a shard's run folder is never OUT"
 
 
 def test_console_scripts_are_installed(tmp_path: Path) -> None:
