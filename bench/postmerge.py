@@ -197,7 +197,8 @@ def _seed(scenarios: Scenarios, names: Sequence[str], threads: int) -> None:
         return
     targets = scenarios.world.config.targets
     models: dict[tuple[str, str], str] = {}
-    first, rest = [], []
+    first: list[tuple[str, str]] = []
+    rest: list[tuple[str, str]] = []
     for name in names:
         kind = (targets[name].infrastructure, targets[name].postmark_account)
         (rest if kind in models else first).append((name, models.setdefault(kind, name)))

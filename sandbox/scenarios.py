@@ -140,7 +140,6 @@ class Scenarios:
                 self._templates[target.name] = synth(infra, self.world.config.file.infra.synth, target, Path(out))
         return self._templates[target.name]
 
-
     def _renamed(self, like: str, target: Target) -> dict[str, Any]:
         """`like`'s synthesized template with its partition name, DKIM selector and key made `target`'s."""
         model = self.world.config.targets[like]
