@@ -35,12 +35,12 @@ def sections(
     partitions: Sequence[str],
     deploys: Mapping[str, Mapping[str, Any]],
     report_dir: Path,
-    diffs: Mapping[str, Path],
+    diffs: Mapping[str, Path] | None = None,
 ) -> str:
     """The partitions' sections (deploy, and the diff summary where this run wrote one), then one section per
     check (anchored for the matrix's links)."""
     parts = [f"<style>{CSS}</style>", '<h2 id="mailgate-partitions">Partitions</h2>']
-    parts += [_partition(name, deploys.get(name), report_dir, diffs.get(name)) for name in partitions]
+    parts += [_partition(name, deploys.get(name), report_dir, (diffs or {}).get(name)) for name in partitions]
     parts.append('<h2 id="mailgate-checks">Checks and their evidence</h2>')
     parts += [_check(entry) for entry in entries if entry.get("outcome") != "deselected"]
     return "".join(parts)
