@@ -97,7 +97,7 @@ def test_sandbox_answers_beyond_the_bucket_as_route53_does(scenarios: Scenarios)
 
 def _waits(reports: Path) -> dict[str, float]:
     """Seconds each partition's GetHostedZone waited for a Route 53 token, from its test_exports evidence."""
-    signoff = json.loads((reports / "signoff.json").read_text())
+    signoff = json.loads((reports / "latest" / "signoff.json").read_text())
     found = {}
     for check in signoff["checks"]:
         if check["check"] == "test_exports":
@@ -158,7 +158,7 @@ def test_cloudformation_throttles_are_retried_and_recorded_in_the_evidence(
     throttled = [c.action for c in scenarios.world.aws.throttled()]
     assert throttled, "two DescribeStacks at once against a bucket of one: none throttled"
     assert set(throttled) == {"DescribeStacks"}, throttled
-    signoff = json.loads((tmp_path / "reports" / "signoff.json").read_text())
+    signoff = json.loads((tmp_path / "reports" / "latest" / "signoff.json").read_text())
     evidence = "\n".join(e for c in signoff["checks"] if c["check"] == "test_stack_status" for e in c["evidence"])
     counts = re.findall(r"throttled (\d+) time\(s\), retried \(botocore adaptive mode\)", evidence)
     recorded = sum(int(n) for n in counts)
