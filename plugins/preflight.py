@@ -90,6 +90,19 @@ class InfraRunner:
         progress.say(self.config, f"{label} {'done' if result.ok else 'FAILED'}: {result.describe()}")
         return result
 
+    def assembly_dir(self, target: Target) -> Path:
+        """Where a synth command that takes {out} writes the partition's cloud assembly."""
+        return self.logs.parent / "synth" / f"{target.infrastructure}-{target.name}"
+
+    def diff(self, target: Target) -> shell.CommandResult:
+        """The partition's cdk diff. When both commands take {out}, the diff is handed the assembly the synth
+        checks judged, synthesized first if no check of this run has asked yet: it judges the same template and
+        spares a second synth."""
+        infra = self.chosen.config.file.infra
+        if "{out}" in infra.diff and "{out}" in infra.synth:
+            self.synth(target, ())
+        return self.command("diff", target, out=self.assembly_dir(target), tail_lines=5000)
+
     def synth(self, target: Target, overlap: tuple[Target, ...]) -> Synth:
         """This partition's synth; the first call also starts those of `overlap`, so synths run side by side."""
         with self._lock:
@@ -114,7 +127,7 @@ class InfraRunner:
     def _run_synth(self, target: Target) -> Synth:
         template = self.chosen.config.file.infra.synth
         own_dir = "{out}" in template
-        out = self.logs.parent / "synth" / f"{target.infrastructure}-{target.name}"
+        out = self.assembly_dir(target)
         if own_dir:
             result = self.command("synth", target, out)
         else:  # the command writes <repo>/cdk.out: one synth at a time, read before the next

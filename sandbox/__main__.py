@@ -25,9 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     deploy = commands.add_parser("deploy", help="the sandbox's amm.sh: deploy one partition into the running world")
     deploy.add_argument("infrastructure")
     deploy.add_argument("partition")
-    diff = commands.add_parser("diff", help="cdk diff of a fresh synth against the deployed stack")
+    diff = commands.add_parser("diff", help="cdk diff of the partition's synth against the deployed stack")
     diff.add_argument("infrastructure")
     diff.add_argument("partition")
+    diff.add_argument(
+        "assembly", nargs="?", type=Path, help="a cloud assembly folder: diffed as it is when it holds the stack"
+    )
     commands.add_parser(
         "demo", help="the cascade (preflight, deploy in order, postmerge) and its closeout in a fresh world"
     )
@@ -59,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "diff":
         from sandbox.diff import diff
 
-        return diff(args.infrastructure, args.partition)
+        return diff(args.infrastructure, args.partition, args.assembly)
     return _demo()
 
 

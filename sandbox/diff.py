@@ -15,8 +15,10 @@ import botocore.exceptions
 from probes.config import load
 
 
-def diff(infrastructure: str, partition: str) -> int:
-    """Print `cdk diff` of the partition stack (an absent stack diffs against an empty template)."""
+def diff(infrastructure: str, partition: str, assembly: Path | None = None) -> int:
+    """Print `cdk diff` of the partition stack (an absent stack diffs against an empty template). With `assembly`,
+    the folder the synth wrote (mailgate's `{out}`) is diffed as it is, so the diff judges the template the synth
+    checks judged; a folder without the stack is synthesized into first."""
     from sandbox.world import WorldInfo
 
     state = os.environ.get("MAILGATE_SANDBOX")
@@ -35,4 +37,5 @@ def diff(infrastructure: str, partition: str) -> int:
         path = Path(tmp, "deployed.json")
         path.write_text(deployed if isinstance(deployed, str) else json.dumps(deployed))
         command = ["npm", "run", "--silent", "diff", "--", f"{infrastructure}/{partition}", str(path)]
+        command += [str(assembly.resolve())] if assembly else []
         return subprocess.run(command, check=False).returncode

@@ -320,7 +320,7 @@ class World:
             **data["infra"],
             "repo": str(infra_repo),
             "synth": "npm run --silent synth -- {infrastructure}/{partition} {out}",
-            "diff": f"{python} -m sandbox diff {{infrastructure}} {{partition}}",
+            "diff": f"{python} -m sandbox diff {{infrastructure}} {{partition}} {{out}}",
         }
         data["deploy"] = {"command": f"{python} -m sandbox deploy {{infrastructure}} {{partition}}"}
         data.setdefault("signoff", {})["log"] = None

@@ -13,8 +13,7 @@ pytestmark = [pytest.mark.preflight, pytest.mark.diff]
 
 
 def test_diff_is_safe(target: Target, infra: InfraRunner, request: pytest.FixtureRequest, evidence: Evidence) -> None:
-    out = reports_dir(request.config) / "synth" / f"{target.infrastructure}-{target.name}"
-    result = infra.command("diff", target, out=out, tail_lines=5000)
+    result = infra.diff(target)
     assert result.ok, result.explained()
     summary = cdk.summarize_diff("\n".join(result.tail))
     counts = {action: n for action, n in summary.by_action.items() if n}

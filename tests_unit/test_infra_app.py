@@ -218,6 +218,35 @@ def test_diff_against_a_deployed_template_runs_offline_and_parses(repo: Path, tm
     assert sorted(o.name for o in summary.outputs) == sorted(EXPORT_NAMES)
 
 
+def test_diff_of_a_folder_that_holds_the_stack_reads_it_without_a_synth(repo: Path, tmp_path: Path) -> None:
+    """mailgate hands the diff the synth checks' assembly: the diff must judge that template, not a fresh one."""
+    out = tmp_path / "assembly"
+    assert _synth(repo, "Alpha001/prod", out).returncode == 0, "the synth the diff is handed failed"
+    template_path = out / "Alpha001-prod-Email.template.json"
+    deployed = tmp_path / "deployed.json"
+    deployed.write_text(template_path.read_text())  # deployed = synthesized: no differences, unless edited
+    template = json.loads(template_path.read_text())
+    template["Resources"]["OnlyInTheHandedAssembly"] = {"Type": "AWS::SNS::Topic", "Properties": {}}
+    template_path.write_text(json.dumps(template))
+    offline = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {"AWS_EC2_METADATA_DISABLED": "true"}
+
+    result = subprocess.run(
+        ["npm", "run", "--silent", "diff", "--", "Alpha001/prod", str(deployed), str(out)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env=offline | PLAIN_OUTPUT,
+    )
+
+    assert result.returncode == 0, _explain(result)
+    summary = summarize_diff(result.stdout + result.stderr)
+    assert summary.by_type == {"AWS::SNS::Topic": {"add": 1}}, (
+        f"the diff synthesized afresh instead of reading the handed assembly: {summary.by_type}"
+    )
+
+
 # --- moto ----------------------------------------------------------------------------------------------------
 
 

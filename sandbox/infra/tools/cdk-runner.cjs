@@ -5,8 +5,9 @@
 //   synth <I>/<P> <out-dir>                          cloud assembly of stack <I>-<P>-Email into <out-dir>
 //   synth-named <I>/<P> [<profile> [<region>]]       the same into ./cdk.out (profile and region are accepted
 //                                                    for the real repo's command line; synth needs no AWS)
-//   diff <I>/<P> <deployed-template.json> [<out-dir>]  synth (into <out-dir>, default a fresh temp dir), then
-//                                                    `cdk diff` against the template file: offline
+//   diff <I>/<P> <deployed-template.json> [<out-dir>]  synth (into <out-dir>, default a fresh temp dir; an
+//                                                    <out-dir> that holds the stack already is used as it is),
+//                                                    then `cdk diff` against the template file: offline
 const { spawnSync } = require("node:child_process");
 const fs = require("node:fs");
 const os = require("node:os");
@@ -84,9 +85,12 @@ function main([command, instance, ...rest]) {
       const template = userPath(rest[0]);
       if (!fs.existsSync(template)) fail(`deployed template ${template} not found`);
       const outDir = rest[1] ? userPath(rest[1]) : fs.mkdtempSync(path.join(os.tmpdir(), "cdk-diff-"));
+      const stack = `${instance.replace("/", "-")}-Email`;
       try {
-        const status = synth(instance, outDir);
-        const stack = `${instance.replace("/", "-")}-Email`;
+        // An out-dir that already holds the stack's assembly (the synth checks' own) is diffed as it is:
+        // `--app <cloud assembly dir>` makes the CLI read it without synthesizing (CDK CLI reference, --app).
+        const synthesized = fs.existsSync(path.join(outDir, `${stack}.template.json`));
+        const status = synthesized ? 0 : synth(instance, outDir);
         return status === 0 ? cdk(["diff", "--app", outDir, "--template", template, stack]) : status;
       } finally {
         if (!rest[1]) fs.rmSync(outDir, { recursive: true, force: true });
