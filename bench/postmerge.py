@@ -195,17 +195,12 @@ def _seed(scenarios: Scenarios, names: Sequence[str], threads: int) -> None:
     whose infrastructure and Postmark account an earlier one has is deployed from that one's renamed template."""
     if not names:
         return
-    targets = scenarios.world.config.targets
-    models: dict[tuple[str, str], str] = {}
-    first: list[tuple[str, str]] = []
-    rest: list[tuple[str, str]] = []
-    for name in names:
-        kind = (targets[name].infrastructure, targets[name].postmark_account)
-        (rest if kind in models else first).append((name, models.setdefault(kind, name)))
-    scenarios.seed(first[0][0])  # alone first: boto3's default session and its loaders warm up in one thread
+    models = scenarios.models(list(names))
+    first = [name for name, like in models.items() if like is None]
+    scenarios.seed(first[0])  # alone first: boto3's default session and its loaders warm up in one thread
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="seed") as pool:
-        list(pool.map(scenarios.seed, [name for name, _ in first[1:]]))
-        list(pool.map(lambda pair: scenarios.seed(pair[0], like=pair[1]), rest))
+        list(pool.map(scenarios.seed, first[1:]))
+        list(pool.map(lambda name: scenarios.seed(name, like=models[name]), [n for n in models if models[n]]))
 
 
 def _set_latency(world: World, latency: Latency) -> None:

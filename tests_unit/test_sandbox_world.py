@@ -28,7 +28,7 @@ from probes import dns as probe
 from probes.config import EXPORT_NAMES, Target
 from probes.observe import Credentials, PartitionObservation, Settings, observe_all
 from sandbox.postmark_fake import PostmarkFault
-from sandbox.scenarios import Scenarios
+from sandbox.scenarios import Scenarios, renamed_template
 from sandbox.suite import POSTMERGE_CHECKS, suite_args
 from sandbox.world import UNSET_ENV, World, WorldInfo
 
@@ -249,6 +249,19 @@ def test_deploy_turns_postmerge_observations_from_absent_to_present(scenarios: S
         assert token not in done.stdout + done.stderr, "the deploy printed a Postmark token"
 
     _assert_present_and_healthy(observe_all([target], _settings(world, 15.0), Credentials())["dev"])
+
+
+def test_a_renamed_template_is_the_one_a_synth_of_its_own_gives(scenarios: Scenarios) -> None:
+    """Benchmarks and the load test seed most partitions from another's renamed template: stage (Alpha002,
+    PostmarkNonProd, like dev) synthesized for real must equal dev's template renamed to stage."""
+    dev, stage = scenarios.seed("dev"), scenarios.seed("stage")
+    renamed = renamed_template(dev.template, "dev", dev.dkim, "stage", stage.dkim)
+    resources, real = renamed["Resources"], stage.template["Resources"]
+    differing = sorted(k for k in resources.keys() | real.keys() if resources.get(k) != real.get(k))
+    assert renamed == stage.template, (
+        f"a renamed template differs from a real synth (resources {differing}): seeding by rename would deploy "
+        "what a synth does not give"
+    )
 
 
 def _op_fails(scenarios: Scenarios) -> None:
