@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from plugins.outcome import PASSED_OUTCOMES, merge
 from sandbox.scenarios import Scenarios
@@ -28,6 +30,12 @@ KINDS = {
     "pytester": "runs pytest in a temporary project (pytester)",
     "world": "starts real components: moto, DNS servers, the Postmark fake, npm and the CDK app",
 }
+
+# The property tests draw 150 examples each in `make test`; `make check`, the fast tier, sets
+# MAILGATE_HYPOTHESIS_PROFILE=check and draws 20, to stay a one-minute loop.
+settings.register_profile("suite", max_examples=150, deadline=None)
+settings.register_profile("check", max_examples=20, deadline=None)
+settings.load_profile(os.environ.get("MAILGATE_HYPOTHESIS_PROFILE", "suite"))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -141,7 +141,7 @@ def _judge_load(path: Path) -> Config | ConfigError:
     return outcome
 
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # examples: the profile (conftest)
 
 
 @FUZZ
