@@ -620,7 +620,7 @@ def _failures(
     if zone is None or zone.problem:
         problems.append(f"hosted zone not observed: {zone.problem if zone and zone.problem else 'no id'}")
     problems += [probe.evidence(a) for a in answers if a.error]
-    if seen.error or not (seen.verified_dkim and seen.verified_return_path):
+    if seen.problem or not (seen.verified_dkim and seen.verified_return_path):
         problems.append(seen.describe())
     return problems
 

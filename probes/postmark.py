@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from probes.problem import Problem
 from probes.secrets import Secret, redact
 from probes.text import clip
 
@@ -147,7 +148,7 @@ class PostmarkObservation:
     attempts: tuple[Attempt, ...]
     verified_dkim: bool  # DKIM verified in the last answer
     verified_return_path: bool  # Return-Path verified in the last answer
-    error: str | None  # one line: what failed and what to do
+    problem: Problem | None  # why the domain could not be read or found (kinds: PostmarkError's, not-found, signature)
     deadline_hit: bool  # the wait ended before both were verified
     senders: tuple[SenderSignature, ...] = ()  # the account's Sender Signatures of this domain, when it is no Domain
 
@@ -159,8 +160,8 @@ class PostmarkObservation:
     def describe(self) -> str:
         """One line for a failure message."""
         where = f"{self.domain_name} in Postmark account {self.account}"
-        if self.error is not None:
-            return f"{where}: {self.error}"
+        if self.problem is not None:
+            return f"{where}: {self.problem}"
         span = (self.attempts[-1].at - self.attempts[0].at).total_seconds() if self.attempts else 0.0
         return (
             f"{where}: DKIM {self._dkim_state()}, "
@@ -175,10 +176,18 @@ class PostmarkObservation:
 
 
 class PostmarkError(Exception):
-    """A failed API call: one line naming the request (never the token), the answer and the next step."""
+    """A failed API call as a Problem: what failed, naming the request (never the token) and the answer, and the
+    next step. Its text is the problem's.
 
-    def __init__(self, message: str, *, status: int | None = None, error_code: int | None = None) -> None:
-        super().__init__(redact(message))
+    Kinds: unreachable, token-rejected, throttled, gone (a listed domain's ID no longer exists), not-postmark (an
+    answer that is not the Postmark API's), refused (an input error), unavailable (5xx).
+    """
+
+    def __init__(
+        self, kind: str, message: str, next_step: str, *, status: int | None = None, error_code: int | None = None
+    ) -> None:
+        self.problem = Problem(kind, redact(message), redact(next_step))
+        super().__init__(str(self.problem))
         self.status = status
         self.error_code = error_code
 
@@ -386,14 +395,16 @@ class PostmarkClient:
             except httpx.TimeoutException:
                 _record(method, shown, None, started, at, note="no answer (timeout)")
                 raise PostmarkError(
-                    f"Postmark {method} {self.api_url}{shown}: no answer within {self._timeout:g} s; "
-                    "check the network and postmark.api_url / POSTMARK_API_URL, then rerun"
+                    "unreachable",
+                    f"Postmark {method} {self.api_url}{shown}: no answer within {self._timeout:g} s",
+                    "check the network and postmark.api_url / POSTMARK_API_URL, then rerun",
                 ) from None
             except httpx.TransportError as exc:
                 _record(method, shown, None, started, at, note=f"no answer ({type(exc).__name__})")
                 raise PostmarkError(
-                    f"Postmark {method} {self.api_url}{shown}: cannot reach the API ({type(exc).__name__}); "
-                    "check the network and postmark.api_url / POSTMARK_API_URL"
+                    "unreachable",
+                    f"Postmark {method} {self.api_url}{shown}: cannot reach the API ({type(exc).__name__})",
+                    "check the network and postmark.api_url / POSTMARK_API_URL",
                 ) from None
             status = response.status_code
             if 200 <= status < 300:
@@ -402,8 +413,10 @@ class PostmarkClient:
                 except ValueError:
                     _record(method, shown, status, started, at, note="malformed JSON")
                     raise PostmarkError(
+                        "not-postmark",
                         f"Postmark {method} {self.api_url}{shown} answered {status} with malformed JSON "
-                        f"({_snippet(response.content)}); is postmark.api_url really the Postmark API?",
+                        f"({_snippet(response.content)})",
+                        "is postmark.api_url really the Postmark API?",
                         status=status,
                     ) from None
                 _record(method, shown, status, started, at, note="ok")
@@ -417,8 +430,10 @@ class PostmarkClient:
                 if delay > MAX_RETRY_AFTER:
                     _record(method, shown, status, started, at, note=f"Retry-After {delay:g} s is too long")
                     raise PostmarkError(
+                        "throttled",
                         f"Postmark {method} {self.api_url}{shown} answered {status}{_detail(code, message, response)}"
-                        f" and asked to retry after {delay:g} s (more than {MAX_RETRY_AFTER:g} s); rerun later",
+                        f" and asked to retry after {delay:g} s (more than {MAX_RETRY_AFTER:g} s)",
+                        "rerun later",
                         status=status,
                         error_code=code,
                     )
@@ -427,9 +442,12 @@ class PostmarkClient:
                 continue
             note = f"ErrorCode {code}: {message}" if code is not None else "not JSON"
             _record(method, shown, status, started, at, note=note)
+            kind, meaning, step = self._advice(status, code, attempt, path)
             raise PostmarkError(
+                kind,
                 f"Postmark {method} {self.api_url}{shown} answered {status}{_detail(code, message, response)}: "
-                f"{self._advice(status, code, attempt, path)}",
+                f"{meaning}",
+                step,
                 status=status,
                 error_code=code,
             )
@@ -441,38 +459,57 @@ class PostmarkClient:
         ceiling = min(self._backoff * 2 ** (attempt - 1), MAX_BACKOFF)
         return ceiling * random.uniform(0.5, 1.0), "backoff"
 
-    def _advice(self, status: int, code: int | None, attempts: int, path: str) -> str:
-        """The next step, by the documented meaning of the answer (API overview, "HTTP response codes" and "API error
-        codes"). postmark.js (src/client/errors/ErrorHandler.ts), postmark-gem (lib/postmark/error.rb) and
-        postmark-python (postmark/exceptions.py) read them alike: 401 a bad token; 422 an input error whose meaning
-        is its ErrorCode; 404 not an input error but "Entity doesn't exist ... ensure the endpoint and ID you are
-        requesting are correct". Whether a domain exists is read from the account's listing, never from an error."""
+    def _advice(self, status: int, code: int | None, attempts: int, path: str) -> tuple[str, str, str]:
+        """The problem's kind, what the answer means and the next step, by the documented meaning of the answer (API
+        overview, "HTTP response codes" and "API error codes"). postmark.js (src/client/errors/ErrorHandler.ts),
+        postmark-gem (lib/postmark/error.rb) and postmark-python (postmark/exceptions.py) read them alike: 401 a bad
+        token; 422 an input error whose meaning is its ErrorCode; 404 not an input error but "Entity doesn't exist ...
+        ensure the endpoint and ID you are requesting are correct". Whether a domain exists is read from the
+        account's listing, never from an error."""
         whose = f"account {self.account}" if self.account else "the account"
         if status == 401:
-            return f"the token of {whose} ({self._reference}) was rejected: check the credential reference"
+            return (
+                "token-rejected",
+                f"the token of {whose} ({self._reference}) was rejected",
+                "check the credential reference",
+            )
         domain_id = _domain_id(path)
         if domain_id is not None and code is not None and (status == 404 or (status == 422 and code == 510)):
             meaning = "404 Entity doesn't exist" if status == 404 else "ErrorCode 510 This domain was not found"
             return (
+                "gone",
                 f"{whose} has no domain with ID {domain_id} ({meaning}), though its listing named it: it was deleted "
-                "meanwhile, or the listing is stale; rerun, and check the domain in the Postmark console"
+                "meanwhile, or the listing is stale",
+                "rerun, and check the domain in the Postmark console",
             )
         if status == 403 and code is None:
-            return "a proxy or firewall answered 403 (not JSON); check HTTPS_PROXY and the network path to Postmark"
+            return (
+                "not-postmark",
+                "a proxy or firewall answered 403 (not JSON)",
+                "check HTTPS_PROXY and the network path to Postmark",
+            )
         if status == 404:
             what = "Postmark's error JSON" if code is not None else "no Postmark error JSON"
             return (
-                f"no such endpoint (404 Entity doesn't exist, with {what}): check postmark.api_url / POSTMARK_API_URL"
+                "not-postmark",
+                f"no such endpoint (404 Entity doesn't exist, with {what})",
+                "check postmark.api_url / POSTMARK_API_URL",
             )
         if status == 422:
             return (
-                f"Postmark refused the request as invalid (422, ErrorCode {code}): see the API overview's error codes"
+                "refused",
+                f"Postmark refused the request as invalid (422, ErrorCode {code})",
+                "see the API overview's error codes",
             )
         if status == 429:
-            return f"still rate limited after {attempts} attempts; wait a minute and rerun"
+            return "throttled", f"still rate limited after {attempts} attempts", "wait a minute and rerun"
         if status >= 500:
-            return f"Postmark failed {attempts} times; check https://status.postmarkapp.com and rerun later"
-        return "the request was refused; see the ErrorCode in Postmark's API reference"
+            return (
+                "unavailable",
+                f"Postmark failed {attempts} times",
+                "check https://status.postmarkapp.com and rerun later",
+            )
+        return "refused", "the request was refused", "see the ErrorCode in Postmark's API reference"
 
     def _page(self, page: Any, path: str, offset: int, items: str = "Domains") -> tuple[int, list[dict[str, Any]]]:
         total = page.get("TotalCount") if isinstance(page, dict) else None
@@ -490,8 +527,9 @@ class PostmarkClient:
 
     def _shape_error(self, method: str, path: str, what: str) -> PostmarkError:
         return PostmarkError(
-            f"Postmark {method} {self.api_url}{path} answered unexpected JSON ({what}); "
-            "is postmark.api_url really the Postmark API?"
+            "not-postmark",
+            f"Postmark {method} {self.api_url}{path} answered unexpected JSON ({what})",
+            "is postmark.api_url really the Postmark API?",
         )
 
 
@@ -503,19 +541,19 @@ async def observe_domain(
     With `verify`, first PUT verifyDkim (DKIM not verified, or a key pending) / verifyReturnPath for whichever
     is not done yet; without it, only read (never a PUT). Polls GET every `interval` seconds, growing by half up
     to 5 s. A domain the account does not list is looked for among its Sender Signatures. API failures become
-    `error`; the observation is returned either way.
+    `problem`; the observation is returned either way.
     """
     attempts: list[Attempt] = []
     context = _ATTEMPTS.set(attempts)
     deadline = time.monotonic() + wait
     domain: Domain | None = None
-    error: str | None = None
+    problem: Problem | None = None
     senders: tuple[SenderSignature, ...] = ()
     try:
         domain = await client.find_domain(name)
         if domain is None:
             senders = await client.sender_signatures(name)
-            error = _not_a_domain(name, account, client.api_url, senders)
+            problem = _not_a_domain(name, account, client.api_url, senders)
         else:
             if verify and _dkim_to_confirm(domain):
                 domain = await client.verify_dkim(domain.id)
@@ -526,7 +564,7 @@ async def observe_domain(
                 domain = await _look_again(client, domain, verify)
                 interval = min(interval * 1.5, MAX_POLL_INTERVAL)
     except PostmarkError as exc:
-        error = str(exc)
+        problem = exc.problem
     finally:
         _ATTEMPTS.reset(context)
     return PostmarkObservation(
@@ -537,23 +575,27 @@ async def observe_domain(
         attempts=tuple(attempts),
         verified_dkim=domain is not None and domain.dkim_verified,
         verified_return_path=domain is not None and domain.return_path_verified,
-        error=error,
-        deadline_hit=error is None and domain is not None and not domain.verified,
+        problem=problem,
+        deadline_hit=problem is None and domain is not None and not domain.verified,
         senders=senders,
     )
 
 
-def _not_a_domain(name: str, account: str, api_url: str, senders: tuple[SenderSignature, ...]) -> str:
+def _not_a_domain(name: str, account: str, api_url: str, senders: tuple[SenderSignature, ...]) -> Problem:
+    """Sender Signatures and Domains are separate collections (Signatures API, Domains API): a signature of the
+    domain is named as such, not as a domain that was never deployed."""
     where = f"Postmark account {account} at {api_url}"
     if not senders:
-        return (
-            f"domain {name} is not among the domains (nor the Sender Signatures) of {where}: "
-            "was the partition deployed?"
+        return Problem(
+            "not-found",
+            f"domain {name} is not among the domains (nor the Sender Signatures) of {where}",
+            "was the partition deployed?",
         )
     shown = ", ".join(f"{s.email_address} (ID {s.id}, {'' if s.confirmed else 'NOT '}confirmed)" for s in senders)
-    return (
-        f"{name} exists in {where} only as Sender Signature {shown}, not as a Domain (GET /domains does not list "
-        f"it): add it as a Domain (POST /domains with Name {name}; the deploy's pre-deploy step does), then deploy"
+    return Problem(
+        "signature",
+        f"{name} exists in {where} only as Sender Signature {shown}, not as a Domain (GET /domains does not list it)",
+        f"add it as a Domain (POST /domains with Name {name}; the deploy's pre-deploy step does), then deploy",
     )
 
 

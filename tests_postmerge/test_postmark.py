@@ -26,7 +26,7 @@ def test_postmark_verified(
             for a in seen.attempts
         ],
     )
-    assert seen.error is None, seen.error
+    assert seen.problem is None, str(seen.problem)
     assert seen.domain is not None, f"{seen.describe()}: Postmark gave neither the domain nor an error"
     settings = mailgate_observer.settings
     verdict = sending_domain.judge(

@@ -51,7 +51,7 @@ DEFECTS: dict[str, tuple[str, ...]] = {
     "postmark-sender-signature-only": (
         "{zone} exists in Postmark account {account} at ",
         "only as Sender Signature mail@{zone} (ID ",
-        "not as a Domain (GET /domains does not list it): add it as a Domain (POST /domains with Name {zone}",
+        "not as a Domain (GET /domains does not list it); add it as a Domain (POST /domains with Name {zone}",
     ),
 }
 

@@ -168,8 +168,9 @@ def test_domains_of_one_account_share_one_listing_and_each_shows_it(mock: respx.
     assert dev.verified_dkim
     assert stage.verified_return_path
     assert demo.domain is None
-    assert demo.error is not None
-    assert "demo.ardamails.com is not among the domains" in demo.error
+    assert demo.problem is not None
+    assert demo.problem.kind == "not-found", demo.problem
+    assert "demo.ardamails.com is not among the domains" in str(demo.problem)
     assert [a.path for a in demo.attempts[1:]] == ["/senders?count=500&offset=0"]
     assert senders.call_count == 1
 
@@ -188,8 +189,9 @@ def test_a_failed_listing_fails_every_domain_of_the_account_with_its_cause(mock:
     observed = _run(scenario())
     assert listing.call_count == 1
     for seen in observed:
-        assert seen.error is not None
-        assert "answered 401 (ErrorCode 10: Bad or missing API token)" in seen.error
+        assert seen.problem is not None
+        assert seen.problem.kind == "token-rejected", seen.problem
+        assert "answered 401 (ErrorCode 10: Bad or missing API token)" in str(seen.problem)
         assert [a.status for a in seen.attempts] == [401]
 
 
@@ -206,15 +208,16 @@ def test_domain_json_of_the_wrong_shape_is_reported(mock: respx.MockRouter) -> N
 
 # --- faults ------------------------------------------------------------------------------------------
 
-FAULTS: dict[str, tuple[list[Any], list[str], int]] = {
-    # name: (answers to GET /domains/7 in order, fragments of the message, calls made)
+FAULTS: dict[str, tuple[list[Any], list[str], int, str]] = {
+    # name: (answers to GET /domains/7 in order, fragments of the message, calls made, the problem's kind)
     "401": (
         [_error(401, 10, "Bad or missing API token")],
         [
             f"Postmark GET {API}/domains/7 answered 401 (ErrorCode 10: Bad or missing API token)",
-            f"the token of account PostmarkNonProd ({REF}) was rejected: check the credential reference",
+            f"the token of account PostmarkNonProd ({REF}) was rejected; check the credential reference",
         ],
         1,
+        "token-rejected",
     ),
     # 404 is "Entity doesn't exist ... ensure the endpoint and ID you are requesting are correct" (API overview);
     # without Postmark's error JSON it is not Postmark saying so, and the URL is the suspect
@@ -222,10 +225,11 @@ FAULTS: dict[str, tuple[list[Any], list[str], int]] = {
         [httpx.Response(404, text="Not Found")],
         [
             "answered 404 (not JSON: 'Not Found')",
-            "no such endpoint (404 Entity doesn't exist, with no Postmark error JSON): "
+            "no such endpoint (404 Entity doesn't exist, with no Postmark error JSON); "
             "check postmark.api_url / POSTMARK_API_URL",
         ],
         1,
+        "not-postmark",
     ),
     "404-domain-id": (
         [_error(404, 510, "This domain was not found.")],
@@ -234,6 +238,7 @@ FAULTS: dict[str, tuple[list[Any], list[str], int]] = {
             "account PostmarkNonProd has no domain with ID 7 (404 Entity doesn't exist), though its listing named it",
         ],
         1,
+        "gone",
     ),
     # 510 is "This domain was not found" in the overview's API error codes, which come with 422
     "422-510": (
@@ -244,61 +249,71 @@ FAULTS: dict[str, tuple[list[Any], list[str], int]] = {
             "listing named it: it was deleted meanwhile, or the listing is stale; rerun",
         ],
         1,
+        "gone",
     ),
     "422-other": (
         [_error(422, 511, "Invalid fields supplied.")],
         [
             "answered 422 (ErrorCode 511: Invalid fields supplied.)",
-            "Postmark refused the request as invalid (422, ErrorCode 511): see the API overview's error codes",
+            "Postmark refused the request as invalid (422, ErrorCode 511); see the API overview's error codes",
         ],
         1,
+        "refused",
     ),
     "403-proxy": (
         [httpx.Response(403, text="<html><body>Access denied by policy</body></html>")],
         ["answered 403 (not JSON: '<html><body>Access denied", "a proxy or firewall answered 403 (not JSON)"],
         1,
+        "not-postmark",
     ),
     "429-forever": (  # 429 has its own, larger retry budget (9 retries): throttling is expected under load
         [_error(429, 429, "Rate Limit Exceeded")] * 10,
         ["answered 429 (ErrorCode 429: Rate Limit Exceeded)", "still rate limited after 10 attempts"],
         10,
+        "throttled",
     ),
     "429-retry-after-too-long": (
         [_error(429, 429, "Rate Limit Exceeded", **{"Retry-After": "120"})],
         ["asked to retry after 120 s (more than 30 s); rerun later"],
         1,
+        "throttled",
     ),
     "503-forever": (
         [_error(503, 100, "Maintenance")] * 5,
         ["answered 503 (ErrorCode 100: Maintenance)", "Postmark failed 5 times; check https://status.postmarkapp.com"],
         5,
+        "unavailable",
     ),
     "502-not-json": (
         [httpx.Response(502, text="")] * 5,
         ["answered 502 (empty body)"],
         5,
+        "unavailable",
     ),
     "timeout": (
         [httpx.ReadTimeout("timed out")],
         [f"Postmark GET {API}/domains/7: no answer within 10 s; check the network and postmark.api_url"],
         1,
+        "unreachable",
     ),
     "connect-error": (
         [httpx.ConnectError("refused")],
         ["cannot reach the API (ConnectError)"],
         1,
+        "unreachable",
     ),
     "malformed-json": (
         [httpx.Response(200, text='{"ID": 7, "Name": "dev.ard')],
         ['answered 200 with malformed JSON (\'{"ID": 7, "Name": "dev.ard\')'],
         1,
+        "not-postmark",
     ),
 }
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_each_fault_gives_one_clear_line_without_the_token(mock: respx.MockRouter, fault: str) -> None:
-    answers, fragments, calls = FAULTS[fault]
+    answers, fragments, calls, kind = FAULTS[fault]
     route = mock.get("/domains/7").mock(side_effect=answers)
 
     async def scenario() -> PostmarkError:
@@ -313,12 +328,13 @@ def test_each_fault_gives_one_clear_line_without_the_token(mock: respx.MockRoute
         assert fragment in message
     assert "\n" not in message
     assert route.call_count == calls
+    assert error.problem.kind == kind, error.problem
     _assert_no_token(message, repr(error))
 
 
 @pytest.mark.parametrize("fault", ["401", "404-domain-id", "422-510", "403-proxy", "timeout", "malformed-json"])
 def test_a_fault_during_observation_is_its_error(mock: respx.MockRouter, fault: str) -> None:
-    answers, fragments, _ = FAULTS[fault]
+    answers, fragments, _, kind = FAULTS[fault]
     mock.get("/domains").mock(return_value=_listing(_domain_json(7)))
     mock.get("/domains/7").mock(side_effect=answers)
 
@@ -327,8 +343,9 @@ def test_a_fault_during_observation_is_its_error(mock: respx.MockRouter, fault: 
             return await observe_domain(client, "PostmarkNonProd", NAME, wait=0, verify=True)
 
     observation = _run(scenario())
-    assert observation.error is not None
-    assert fragments[-1] in observation.error
+    assert observation.problem is not None
+    assert observation.problem.kind == kind, observation.problem
+    assert fragments[-1] in str(observation.problem)
     assert not observation.verified_dkim
     assert not observation.deadline_hit
     assert observation.attempts[-1].path == "/domains/7"
@@ -366,7 +383,7 @@ def test_429_without_retry_after_backs_off_exponentially_then_succeeds(mock: res
 
     mock.get("/domains").mock(return_value=_listing(_domain_json(7)))
     observation = _run(scenario())
-    assert observation.error is None
+    assert observation.problem is None, str(observation.problem)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     # jittered within [50 %, 100 %] of 0.1, 0.2, 0.4 s
     for gap, ceiling in zip(gaps, (0.1, 0.2, 0.4), strict=True):
@@ -434,7 +451,7 @@ def test_verify_then_poll_until_both_verified(mock: respx.MockRouter) -> None:
             return await observe_domain(client, "PostmarkNonProd", NAME, wait=10, verify=True, interval=0.05)
 
     observation = _run(scenario())
-    assert observation.error is None
+    assert observation.problem is None, str(observation.problem)
     assert observation.verified_dkim
     assert observation.verified_return_path
     assert not observation.deadline_hit
@@ -501,7 +518,7 @@ def test_wait_deadline_hit(mock: respx.MockRouter) -> None:
     observation = _run(scenario())
     elapsed = time.monotonic() - started
     assert observation.deadline_hit
-    assert observation.error is None
+    assert observation.problem is None, str(observation.problem)
     assert not observation.verified_dkim
     assert observation.verified_return_path
     assert 0.8 <= elapsed < 1.8
@@ -523,9 +540,11 @@ def test_domain_not_found_is_an_explained_error(mock: respx.MockRouter) -> None:
     observation = _run(scenario())
     assert observation.domain is None
     assert observation.senders == ()
-    assert observation.error == (
+    assert observation.problem is not None
+    assert observation.problem.kind == "not-found", observation.problem
+    assert str(observation.problem) == (
         f"domain {NAME} is not among the domains (nor the Sender Signatures) of Postmark account PostmarkNonProd at "
-        f"{API}: was the partition deployed?"
+        f"{API}; was the partition deployed?"
     )
     assert not observation.deadline_hit
 
@@ -538,10 +557,11 @@ def test_a_listing_404_means_no_such_endpoint_even_with_postmark_json(mock: resp
             return await observe_domain(client, "PostmarkNonProd", NAME, wait=0, verify=False)
 
     observation = _run(scenario())
-    assert observation.error is not None
-    assert observation.error.endswith(
+    assert observation.problem is not None
+    assert observation.problem.kind == "not-postmark", observation.problem
+    assert str(observation.problem).endswith(
         "answered 404 (ErrorCode 0: Not found): no such endpoint (404 Entity doesn't exist, with Postmark's error "
-        "JSON): check postmark.api_url / POSTMARK_API_URL"
+        "JSON); check postmark.api_url / POSTMARK_API_URL"
     )
 
 
@@ -678,7 +698,7 @@ def _observe(world: _World, *, verify: bool, wait: float, token: Secret = TOKEN,
 def test_fake_verify_and_poll_until_verified(world: _World) -> None:
     world.publish(NAME)
     observation = _observe(world, verify=True, wait=5)
-    assert observation.error is None, observation.error
+    assert observation.problem is None, str(observation.problem)
     assert observation.verified_dkim
     assert observation.verified_return_path
     assert not observation.deadline_hit
@@ -715,9 +735,9 @@ def test_fake_dkim_not_in_dns_hits_the_deadline(world: _World) -> None:
 def test_fake_rejects_a_wrong_token(world: _World) -> None:
     world.publish(NAME)
     observation = _observe(world, verify=True, wait=1, token=Secret("env:WRONG", "wrong-token-4d1f"))
-    assert observation.error is not None
-    assert "answered 401 (ErrorCode 10" in observation.error
-    assert "the token of account PostmarkNonProd (env:WRONG) was rejected" in observation.error
+    assert observation.problem is not None
+    assert "answered 401 (ErrorCode 10" in str(observation.problem)
+    assert "the token of account PostmarkNonProd (env:WRONG) was rejected" in str(observation.problem)
 
 
 def test_fake_faults_rate_limit_then_hang(world: _World) -> None:
@@ -727,5 +747,5 @@ def test_fake_faults_rate_limit_then_hang(world: _World) -> None:
     observation = _observe(world, verify=True, wait=5, timeout=0.5)
     assert [a.status for a in observation.attempts[:2]] == [429, 200]
     assert observation.attempts[0].note == "retrying in 0.20 s (Retry-After); the account's listing, shared"
-    assert observation.error is not None
-    assert "verifyDkim: no answer within 0.5 s" in observation.error
+    assert observation.problem is not None
+    assert "verifyDkim: no answer within 0.5 s" in str(observation.problem)

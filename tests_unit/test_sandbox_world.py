@@ -202,7 +202,9 @@ def _assert_absent(seen: PartitionObservation) -> None:
     assert f"parent servers name no NS for {target.zone}" in no_ns
     assert seen.postmark is not None, str(seen.postmark_problem)
     assert seen.postmark.domain is None, seen.postmark.describe()
-    assert "is not among the domains" in str(seen.postmark.error), seen.postmark.describe()
+    assert seen.postmark.problem is not None, seen.postmark.describe()
+    assert seen.postmark.problem.kind == "not-found", seen.postmark.describe()
+    assert "is not among the domains" in str(seen.postmark.problem), seen.postmark.describe()
 
 
 def _assert_present_and_healthy(seen: PartitionObservation) -> None:
@@ -464,7 +466,7 @@ def test_sandbox_option_runs_against_a_fresh_world_and_leaves_nothing(
     assert result.ret == pytest.ExitCode.TESTS_FAILED, out[-3000:]
     assert failed == {f"{check}[dev]" for check in POSTMERGE_CHECKS}, out[-3000:]
     assert "stack Alpha002-dev-Email does not exist" in out, "moto was not asked: the world was not used"
-    assert f"at {header.group(3)}: was the partition deployed?" in out, "the world's Postmark was not asked"
+    assert f"at {header.group(3)}; was the partition deployed?" in out, "the world's Postmark was not asked"
     assert (ROOT / "partitions.yaml").read_bytes() == real, "the real partitions.yaml changed"
 
     aws_port, dns_port, postmark_port = int(header.group(1)), int(header.group(2)), int(header.group(4))
