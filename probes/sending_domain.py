@@ -123,10 +123,7 @@ def judge(
         findings.append(_weak(domain))
     if domain.rotating:
         findings.append(_rotation(domain, in_dns, is_context_host, verify=verify, wait=wait))
-    elif not domain.dkim_verified:
-        findings.append(_dkim_not_verified(domain, verify=verify, wait=wait))
-    if not domain.return_path_verified:
-        findings.append(_return_path(domain, verify=verify, wait=wait))
+    findings += _unconfirmed(domain, verify=verify, wait=wait)
     if context is None:
         notes.append("cdk.context.json's entry was not read: the DKIM check (test_dkim) says why")
     else:
@@ -217,28 +214,34 @@ def _rotation(domain: Domain, in_dns: InDns, is_context_host: IsContextHost, *, 
     return Finding("rotation", message, step)
 
 
-def _dkim_not_verified(domain: Domain, *, verify: bool, wait: float) -> Finding:
-    return Finding(
-        "dkim-not-verified",
-        f"DKIM NOT verified (DKIMVerified false, DKIMUpdateStatus {domain.dkim_update_status or 'empty'}, "
-        f"DKIMHost {domain.dkim_host or 'empty'})",
-        _recheck("the DKIM TXT check (test_dkim)", verify=verify, wait=wait),
-    )
-
-
-def _return_path(domain: Domain, *, verify: bool, wait: float) -> Finding:
-    return Finding(
-        "return-path",
-        f"Return-Path {domain.return_path_domain or '(none)'} NOT verified (ReturnPathDomainVerified false; Postmark "
-        f"expects a CNAME to {domain.return_path_cname_value or '?'})",
-        _recheck("the Return-Path CNAME check (test_return_path)", verify=verify, wait=wait),
-    )
-
-
-def _recheck(check: str, *, verify: bool, wait: float) -> str:
+def _unconfirmed(domain: Domain, *, verify: bool, wait: float) -> list[Finding]:
+    """What Postmark has not confirmed, outside a rotation (whose finding covers DKIM). The check named judges the
+    DNS Postmark reads, so its verdict comes first; if DNS is right, Postmark has not looked again (or was not
+    asked to)."""
+    unconfirmed: list[tuple[str, str, str]] = []  # rule, message, the check of the DNS behind it
+    if not domain.dkim_verified and not domain.rotating:
+        unconfirmed.append(
+            (
+                "dkim-not-verified",
+                f"DKIM NOT verified (DKIMVerified false, DKIMUpdateStatus {domain.dkim_update_status or 'empty'}, "
+                f"DKIMHost {domain.dkim_host or 'empty'})",
+                "the DKIM TXT check (test_dkim)",
+            )
+        )
+    if not domain.return_path_verified:
+        unconfirmed.append(
+            (
+                "return-path",
+                f"Return-Path {domain.return_path_domain or '(none)'} NOT verified (ReturnPathDomainVerified false; "
+                f"Postmark expects a CNAME to {domain.return_path_cname_value or '?'})",
+                "the Return-Path CNAME check (test_return_path)",
+            )
+        )
     if verify:
-        return f"see {check}; if it passes, Postmark did not recheck in {wait:g} s: rerun with a longer --postmark-wait"
-    return f"see {check}; if it passes, rerun without --no-postmark-verify so mailgate asks Postmark to check"
+        later = f"Postmark did not recheck in {wait:g} s: rerun with a longer --postmark-wait"
+    else:
+        later = "rerun without --no-postmark-verify so mailgate asks Postmark to check"
+    return [Finding(rule, message, f"see {check}; if it passes, {later}") for rule, message, check in unconfirmed]
 
 
 def _context_stale(

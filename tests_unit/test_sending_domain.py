@@ -128,6 +128,33 @@ def test_the_first_key_not_yet_confirmed_is_named_as_such() -> None:
     assert finding.next_step.startswith("have Postmark check it: rerun without --no-postmark-verify")
 
 
+def test_what_postmark_has_not_confirmed_points_at_the_check_of_its_dns_first() -> None:
+    domain = _domain(DKIMVerified=False, DKIMUpdateStatus="", ReturnPathDomainVerified=False)
+    verified = judge(domain, _target(), CONTEXT, _zone(), verify=True, wait=5)
+    assert [(f.rule, f.message, f.next_step) for f in verified.findings] == [
+        (
+            "dkim-not-verified",
+            f"DKIM NOT verified (DKIMVerified false, DKIMUpdateStatus empty, DKIMHost {OLD})",
+            "see the DKIM TXT check (test_dkim); if it passes, Postmark did not recheck in 5 s: rerun with a longer "
+            "--postmark-wait",
+        ),
+        (
+            "return-path",
+            f"Return-Path pm-bounces.{ZONE} NOT verified (ReturnPathDomainVerified false; Postmark expects a CNAME to "
+            "pm.mtasv.net)",
+            "see the Return-Path CNAME check (test_return_path); if it passes, Postmark did not recheck in 5 s: rerun "
+            "with a longer --postmark-wait",
+        ),
+    ], verified.explain()
+    read_only = judge(domain, _target(), CONTEXT, _zone(), verify=False, wait=5)
+    assert [f.next_step for f in read_only.findings] == [
+        "see the DKIM TXT check (test_dkim); if it passes, rerun without --no-postmark-verify so mailgate asks "
+        "Postmark to check",
+        "see the Return-Path CNAME check (test_return_path); if it passes, rerun without --no-postmark-verify so "
+        "mailgate asks Postmark to check",
+    ], read_only.explain()
+
+
 def test_without_a_context_entry_the_context_is_left_to_test_dkim() -> None:
     verdict = judge(_domain(), _target(), None, _zone(), verify=True, wait=60)
     assert verdict.findings == ()
