@@ -76,19 +76,23 @@ def test_each_postmark_defect_fails_exactly_the_postmark_check(scenarios, run_ch
         assert fragment in message, f"{fragment!r} not in:\n{message}"
 
 
-def test_a_rotation_whose_key_dns_serves_is_completed_by_verifying(scenarios, run_checks) -> None:
+@pytest.mark.parametrize("workers", ["0", "4"])
+def test_a_rotation_whose_key_dns_serves_is_completed_by_verifying(scenarios, run_checks, workers: str) -> None:
     """The pending key is on every authoritative server: mailgate's verifyDkim lets Postmark confirm it, and the
     partition is green (the old key is revoked, and no longer in DNS)."""
     scenarios.seed("dev", defects=["rotation-pending-in-dns"])
-    run = run_checks("-m", "postmerge", "--partition", "dev", "--postmark-wait", "10")
+    run = run_checks("-n", workers, "-m", "postmerge", "--partition", "dev", "--postmark-wait", "10")
     assert run.outcomes == {f"{check}[dev]": "passed" for check in POSTMERGE_CHECKS}, run.messages
     assert any(c.path.lower().endswith("/verifydkim") for c in scenarios.world.postmark.writes())
 
 
-def test_a_read_only_run_says_the_pending_key_is_already_in_dns(scenarios, run_checks) -> None:
+@pytest.mark.parametrize("workers", ["0", "4"])
+def test_a_read_only_run_says_the_pending_key_is_already_in_dns(scenarios, run_checks, workers: str) -> None:
     seeded = scenarios.seed("dev", defects=["rotation-pending-in-dns"])
     old_host = (scenarios.world.postmark.domain(seeded.target.postmark_account, seeded.target.zone) or {})["DKIMHost"]
-    run = run_checks("-m", "postmerge", "--partition", "dev", "--postmark-wait", "1", "--no-postmark-verify")
+    run = run_checks(
+        "-n", workers, "-m", "postmerge", "--partition", "dev", "--postmark-wait", "1", "--no-postmark-verify"
+    )
     assert run.failed() == {f"{CHECK}[dev]"}, run.messages
     message = run.messages[f"{CHECK}[dev]"]
     for fragment in (

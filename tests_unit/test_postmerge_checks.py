@@ -182,9 +182,9 @@ XDIST_ROUNDS: list[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = [
         "prod": (("dmarc-policy-none",), ("spf-redirect",)),
     },
     {
-        "dev": ((), ("spf-extra-txt",)),
-        "stage": ((), ("spf-postmark-suggested",)),
-        "demo": (("two-spf",), ()),
+        "dev": (("dkim-one-char",), ("spf-extra-txt",)),
+        "stage": (("dkim-revoked", "dmarc-no-policy"), ("spf-postmark-suggested",)),
+        "demo": (("two-spf", "cname-target"), ()),
         "prod": ((), ()),
     },
 ]

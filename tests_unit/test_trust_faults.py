@@ -368,27 +368,32 @@ def test_postmark_fault_fails_the_postmark_check(
         assert len(scenarios.world.postmark.calls) == (10 if fault.status == 429 else 5)
 
 
+@pytest.mark.parametrize("workers", ["0", "4"])
 def test_postmark_404_says_the_url_is_wrong(
-    scenarios: Scenarios, run_checks: RunChecks, monkeypatch: pytest.MonkeyPatch
+    scenarios: Scenarios, run_checks: RunChecks, monkeypatch: pytest.MonkeyPatch, workers: str
 ) -> None:
     scenarios.seed("dev")
     monkeypatch.setenv("POSTMARK_API_URL", scenarios.world.postmark.url + "/v2")
-    run = run_checks("-m", "postmark", "--partition", "dev", "--postmark-wait", "1")
+    run = run_checks("-n", workers, "-m", "postmark", "--partition", "dev", "--postmark-wait", "1")
     assert_verdict(
         run, {POSTMARK: ["/v2/domains?count=500&offset=0 answered 404", "no such endpoint", "POSTMARK_API_URL"]}
     )
 
 
+@pytest.mark.parametrize("workers", ["0", "4"])
 @pytest.mark.parametrize("status", [404, 422])
-def test_a_listed_domain_gone_when_read_says_so(scenarios: Scenarios, run_checks: RunChecks, status: int) -> None:
+def test_a_listed_domain_gone_when_read_says_so(
+    scenarios: Scenarios, run_checks: RunChecks, status: int, workers: str
+) -> None:
     """Listed, then gone when read (deleted in between): 404 "Entity doesn't exist" or 422 with ErrorCode 510
-    "This domain was not found", both documented (API overview). The fake cannot race, so the transport answers."""
+    "This domain was not found", both documented (API overview). The fake cannot race, so the transport answers;
+    under xdist too, since the controller asks Postmark and the workers judge what it saw."""
     scenarios.seed("dev")
     gone = httpx.Response(status, json={"ErrorCode": 510, "Message": "This domain was not found."})
     with respx.mock(assert_all_called=False) as router:
         read = router.get(path__regex=r"/domains/\d+$").mock(return_value=gone)
         router.route().pass_through()
-        run = run_checks("-m", "postmark", "--partition", "dev", "--postmark-wait", "1")
+        run = run_checks("-n", workers, "-m", "postmark", "--partition", "dev", "--postmark-wait", "1")
     assert read.called
     meaning = "404 Entity doesn't exist" if status == 404 else "ErrorCode 510 This domain was not found"
     assert_verdict(
