@@ -25,6 +25,7 @@ from plugins.observations import observer
 from plugins.outcome import PASSED_OUTCOMES, merge
 from plugins.partitions import SELECTION, item_partition, run_dir, selection, ungrouped
 from plugins.report import reports_dir
+from plugins.run_state import RunState
 from plugins.signoff_log import NOT_DONE, TableProblem, cascade_row, cleared
 from plugins.waivers import applying, waiver_of
 from probes import aws, shell
@@ -33,6 +34,7 @@ from probes.config import Target
 from probes.secrets import CredentialError
 
 GATE_WAIT = 3600.0  # seconds to wait for partition-independent checks running on another xdist worker
+OUTCOMES = "outcomes"  # the run directory's fact log, shared by the xdist workers
 CLEARED = PASSED_OUTCOMES | {"waived"}  # a waived failure is accepted, on the record: it does not block
 
 
@@ -90,8 +92,8 @@ class Gate:
         self.lock = threading.Lock()
 
     @property
-    def outcomes_file(self) -> Path:
-        return run_dir(self.config) / "outcomes.jsonl"
+    def state(self) -> RunState:
+        return RunState(run_dir(self.config))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """A check's outcome is known at its teardown (plugins.outcome); a failure its waiver covers is `waived`."""
@@ -113,16 +115,11 @@ class Gate:
             self._publish({"nodeid": nodeid, "outcome": self.outcomes[nodeid]})
 
     def _publish(self, fact: dict[str, Any]) -> None:
-        """Tell the run's other processes (xdist workers) a fact: one JSON line appended to the run directory."""
-        with self.outcomes_file.open("a") as out:
-            out.write(json.dumps(fact) + "\n")
+        """Tell the run's other processes (xdist workers) a fact: check outcomes and deploy outcomes."""
+        self.state.append(OUTCOMES, fact)
 
     def _facts(self) -> list[dict[str, Any]]:
-        """Every fact published so far (a line still being written is read on the next look)."""
-        if not self.outcomes_file.exists():
-            return []
-        text = self.outcomes_file.read_text()
-        return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line]
+        return self.state.facts(OUTCOMES)
 
     def blockers(self, target: Target) -> list[str]:
         """Why the partition may not be deployed yet: checks failed, skipped or missing (empty: go)."""

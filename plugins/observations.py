@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import gc
-import pickle
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from plugins import progress
 from plugins.partitions import SELECTION, Selection, group_of, item_partition, run_dir, selection
+from plugins.run_state import RunState
 from probes import dns
 from probes.config import Target
 from probes.observe import Credentials, PartitionObservation, Settings, observe_all, observe_dns
@@ -61,6 +59,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=ROUTE53_RATE,
         help=f"Route 53 requests per second sustained, per account and operation (default {ROUTE53_RATE:g})",
     )
+
+
+OBSERVATIONS = "observations"  # the run directory's shared dictionary: partition name -> its observation
 
 
 def _quota(config: pytest.Config) -> Quota:
@@ -116,14 +117,11 @@ class Observer:
             return self._seen[target.name]
 
     def _shared(self, target: Target) -> dict[str, PartitionObservation]:
-        shared = run_dir(self._config) / "observations.pickle"
-        with (run_dir(self._config) / "observations.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            found: dict[str, PartitionObservation] = pickle.loads(shared.read_bytes()) if shared.exists() else {}
-            if target.name not in found:
-                found.update(observe_all(self._pending(target, found), self.settings, self.credentials, self._told))
-                _publish(shared, found)
-        return found
+        return RunState(run_dir(self._config)).shared(
+            OBSERVATIONS,
+            target.name,
+            lambda found: observe_all(self._pending(target, found), self.settings, self.credentials, self._told),
+        )
 
     def gather_early(self, nodeids: Sequence[str]) -> None:
         """xdist controller: gather the partitions these collected checks will ask for, in a thread, holding the
@@ -136,21 +134,22 @@ class Observer:
         targets = [t for t in self._chosen.targets if t.name in names]
         if not targets:
             return
-        lock = (run_dir(self._config) / "observations.lock").open("a")
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = RunState(run_dir(self._config))
+        held = contextlib.ExitStack()
+        held.enter_context(state.locked(OBSERVATIONS))
 
         def gather() -> None:
             started = time.monotonic()
             try:
                 found = observe_all(targets, self.settings, self.credentials, self._told)
                 with contextlib.suppress(OSError):  # the run ended (Ctrl-C) and its directory is gone
-                    _publish(run_dir(self._config) / "observations.pickle", found)
+                    state.publish(OBSERVATIONS, found)
                 self.early_note = (
                     f"mailgate: observed {len(found)} partition(s) in {time.monotonic() - started:.1f} s "
                     "while the xdist workers started"
                 )
             finally:
-                lock.close()  # releases the lock: the workers read what was published, or gather themselves
+                held.close()  # releases the lock: the workers read what was published, or gather themselves
 
         self._early = threading.Thread(target=gather, name="mailgate-observe", daemon=True)
         self._early.start()
@@ -195,13 +194,6 @@ class Observer:
             problems = judge(zone)
             looks += 1
         return zone, problems, looks
-
-
-def _publish(path: Path, found: dict[str, PartitionObservation]) -> None:
-    """Write the observations for the run's other processes, atomically (call with the run's lock held)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(found))
-    tmp.replace(path)
 
 
 OBSERVER = pytest.StashKey[Observer]()

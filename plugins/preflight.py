@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import fcntl
-import pickle
 import shlex
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import pytest
 
 from plugins import progress
 from plugins.partitions import Selection, item_partition, run_dir, selection
 from plugins.report import reports_dir
+from plugins.run_state import RunState
 from probes import shell
 from probes.cdk import Assembly, CdkError, read_assembly
 from probes.config import Target
@@ -115,14 +113,7 @@ class InfraRunner:
     def _synth(self, target: Target) -> Synth:
         """One synth per partition per run, whichever process (xdist worker) asks first; the others read it."""
         name = f"synth-{target.infrastructure}-{target.name}"
-        with (self.run_dir / f"{name}.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            done = self.run_dir / f"{name}.pickle"
-            if done.exists():
-                return cast(Synth, pickle.loads(done.read_bytes()))
-            synth = self._run_synth(target)
-            done.write_bytes(pickle.dumps(synth))
-            return synth
+        return RunState(self.run_dir).once(name, lambda: self._run_synth(target))
 
     def _run_synth(self, target: Target) -> Synth:
         template = self.chosen.config.file.infra.synth

@@ -31,6 +31,7 @@ from plugins.outcome import FAILED_OUTCOMES, PASSED_OUTCOMES, merge
 from plugins.partitions import SELECTION, Selection
 from plugins.report import CheckId, check_id, evidence_of, report_check, reports_dir, tables_of
 from plugins.report_html import sections
+from plugins.run_state import write_atomic
 from plugins.signoff_log import (
     HEADER,
     NOT_DONE,
@@ -43,7 +44,6 @@ from plugins.signoff_log import (
     render_table,
     update_file,
     update_matrix_file,
-    write_atomic,
 )
 from plugins.verdict import REASON_ATTR, ClosingSection
 from plugins.waivers import describe, notes, waiver_of

@@ -6,14 +6,15 @@ trailing spaces, other tables. A file without the table, or whose table has othe
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from plugins.run_state import locked
+
+# re-exported: mailgate-merge writes its files the way this module writes a log
+from plugins.run_state import write_atomic as write_atomic  # noqa: PLC0414 (an explicit re-export, for mypy)
 
 HEADER: tuple[str, ...] = (
     "Partition",
@@ -179,7 +180,7 @@ def update_matrix_file(path: Path, cells: Mapping[str, str], column: str) -> Log
 def _rewrite(path: Path, what: str, fix: str, change: Callable[[str], tuple[str, list[str]]]) -> LogResult:
     """Read `path` under the folder's lock, apply `change` (new text, what it did), write it back atomically."""
     try:
-        with _locked(path.parent):
+        with locked(path.parent):
             try:
                 raw = path.read_bytes()
             except FileNotFoundError:
@@ -417,39 +418,3 @@ def _add_row(lines: list[tuple[str, str]], header_at: int, end: int, update: Row
 
 def _row_line(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """An exclusive flock on the folder itself: nothing is left beside the log, and a rename does not escape it."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path` (keeping its mode), fsync, and rename it over `path`."""
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
