@@ -34,17 +34,17 @@ from plugins.report_html import sections
 from plugins.run_state import write_atomic
 from plugins.signoff_log import (
     HEADER,
-    NOT_DONE,
     PASSED,
     WAIVED,
     LogResult,
-    RowUpdate,
     cell_text,
-    cleared,
     render_table,
     update_file,
     update_matrix_file,
 )
+
+# re-exported: mailgate-merge builds its rows with the same type
+from plugins.signoff_log import Row as Row  # noqa: PLC0414 (an explicit re-export, for mypy)
 from plugins.verdict import REASON_ATTR, ClosingSection
 from plugins.waivers import describe, notes, waiver_of
 from probes.config import Target
@@ -164,25 +164,6 @@ def _one_line(text: str, limit: int = 80) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-@dataclass(frozen=True)
-class Row:
-    """One partition's cells from this run (phase column → cell; absent: not covered)."""
-
-    partition: str
-    infrastructure: str
-    postmark_account: str
-    cells: dict[str, str]
-    date: str
-
-    def signoff(self) -> str:
-        """The run's date when this run made Pre-flight, Deploy and Verified all ✅."""
-        return self.date if all(cleared(self.cells.get(c, "")) for c in HEADER[3:6]) else NOT_DONE
-
-    def table_cells(self) -> list[str]:
-        phases = [self.cells.get(column, NOT_DONE) for column in HEADER[3:6]]
-        return [self.partition, self.infrastructure, self.postmark_account, *phases, self.signoff()]
-
-
 def partition_rows(
     targets: Sequence[Target],
     results: Sequence[Result],
@@ -213,13 +194,9 @@ def partition_rows(
     return rows
 
 
-def log_updates(rows: Sequence[Row]) -> list[RowUpdate]:
+def log_updates(rows: Sequence[Row]) -> list[Row]:
     """The execution log's updates from `rows`: each row this run has a word on, in the rows' order."""
-    return [
-        RowUpdate(row.partition, row.infrastructure, row.postmark_account, row.cells, row.date)
-        for row in rows
-        if row.cells
-    ]
+    return [row for row in rows if row.cells]
 
 
 def signoff_markdown(

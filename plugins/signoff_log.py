@@ -36,14 +36,20 @@ _PIPE = re.compile(r"(?<!\\)\|")
 
 
 @dataclass(frozen=True)
-class RowUpdate:
-    """This run's word on one partition: the cells of the phases it covered, and its date."""
+class Row:
+    """This run's word on one partition: the cells of the phases it covered (column → cell), and its date."""
 
     partition: str
     infrastructure: str
     postmark_account: str
     cells: Mapping[str, str]
     date: str
+
+    def table_cells(self) -> list[str]:
+        """The row in a table of this run alone: a phase it did not cover is —."""
+        phases = {column: self.cells.get(column, NOT_DONE) for column in PHASE_COLUMNS}
+        names = [self.partition, self.infrastructure, self.postmark_account]
+        return [*names, *phases.values(), signoff_cell(phases, self.date)]
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,7 @@ def cascade_row(text: str, partition: str) -> dict[str, str] | None:
     return None
 
 
-def update_text(text: str, updates: Sequence[RowUpdate]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+def update_text(text: str, updates: Sequence[Row]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """`text` with the cascade table's rows updated; (new text, partitions updated, partitions added).
 
     Raises TableProblem when the text has no cascade table, has two, or has one with other columns.
@@ -128,7 +134,7 @@ def update_text(text: str, updates: Sequence[RowUpdate]) -> tuple[str, tuple[str
     return "".join(content + ending for content, ending in lines), tuple(updated), tuple(added)
 
 
-def update_file(path: Path, updates: Sequence[RowUpdate], gates: Sequence[GateUpdate] = ()) -> LogResult:
+def update_file(path: Path, updates: Sequence[Row], gates: Sequence[GateUpdate] = ()) -> LogResult:
     """Update the log at `path`: its cascade rows and its gate rows, in one atomic write under a lock on its folder,
     re-read inside it (no run loses an update). A log without the cascade table is left untouched; one without
     the gate table gets its cascade rows, and the message says the gates were not set."""
@@ -372,7 +378,7 @@ def _plain(cell: str) -> str:
     return cell.strip().strip("`*_").strip()
 
 
-def _update_row(content: str, update: RowUpdate) -> str:
+def _update_row(content: str, update: Row) -> str:
     cells = _cells(content)
     if len(cells) < len(HEADER):  # a short row: give it the missing cells (GFM reads them as empty)
         base = content.rstrip()
@@ -400,7 +406,7 @@ def _with_padding(raw: str, value: str) -> str:
     return f"{lead}{value}{trail}"
 
 
-def _add_row(lines: list[tuple[str, str]], header_at: int, end: int, update: RowUpdate) -> int:
+def _add_row(lines: list[tuple[str, str]], header_at: int, end: int, update: Row) -> int:
     """Insert the partition's row after the table's last row, in the table's style; returns the new end."""
     header, newline = lines[header_at]
     last_content, last_ending = lines[end - 1]

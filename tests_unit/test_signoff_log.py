@@ -13,7 +13,7 @@ import pytest
 from plugins.signoff_log import (
     HEADER,
     GateUpdate,
-    RowUpdate,
+    Row,
     TableProblem,
     cell_text,
     render_table,
@@ -35,10 +35,10 @@ NAMES = {"dev": ("Alpha002", "PostmarkNonProd"), "stage": ("Alpha002", "Postmark
 NAMES |= {"demo": ("Alpha001", "PostmarkProd"), "prod": ("Alpha001", "PostmarkProd")}
 
 
-def _update(partition: str, date: str = "2026-06-02", **cells: str) -> RowUpdate:
+def _update(partition: str, date: str = "2026-06-02", **cells: str) -> Row:
     columns = {"preflight": "Pre-flight", "deploy": "Deploy", "verified": "Verified"}
     infrastructure, account = NAMES.get(partition, ("Alpha001", "PostmarkProd"))
-    return RowUpdate(partition, infrastructure, account, {columns[k]: v for k, v in cells.items()}, date)
+    return Row(partition, infrastructure, account, {columns[k]: v for k, v in cells.items()}, date)
 
 
 def test_failed_preflight_changes_only_that_cell_and_the_signoff() -> None:
@@ -192,11 +192,11 @@ def test_file_update_keeps_mode_and_leaves_nothing_beside_it(tmp_path: Path) -> 
 WRITER = """
 import sys
 from pathlib import Path
-from plugins.signoff_log import RowUpdate, update_file
+from plugins.signoff_log import Row, update_file
 
 path, prefix, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 for i in range(count):
-    result = update_file(path, [RowUpdate(f"{prefix}{i}", "Alpha001", "PostmarkProd", {"Verified": f"✅ {i}"}, "d")])
+    result = update_file(path, [Row(f"{prefix}{i}", "Alpha001", "PostmarkProd", {"Verified": f"✅ {i}"}, "d")])
     assert result.status == "updated", result.message
 """
 
