@@ -47,14 +47,6 @@ class Assembly:
     missing_context: tuple[str, ...]
     messages: tuple[Message, ...]
 
-    @property
-    def warnings(self) -> tuple[Message, ...]:
-        return tuple(m for m in self.messages if m.level == "warning")
-
-    @property
-    def errors(self) -> tuple[Message, ...]:
-        return tuple(m for m in self.messages if m.level == "error")
-
     def stack(self, name: str) -> StackArtifact | None:
         return next((s for s in self.stacks if s.stack_name == name), None)
 

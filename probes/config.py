@@ -27,7 +27,6 @@ MAX_NUMBER_CHARS = 100
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-ResourceType = Annotated[str, Field(pattern=r"^[A-Za-z0-9]+::[A-Za-z0-9]+::[A-Za-z0-9]+$")]
 HostPort = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.:-]+)$")]
 
 

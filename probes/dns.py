@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,20 +232,6 @@ async def _exchange(
     )
 
 
-async def resolve_addresses(
-    host: str,
-    resolvers: Sequence[str],
-    *,
-    timeout: float,
-    retries: int = DEFAULT_RETRIES,
-) -> tuple[tuple[str, ...], tuple[Answer, ...]]:
-    """The IPv4 addresses of `host` from the first resolver to name some; the answers that came in.
-
-    Every resolver is asked at once; the first answer with addresses wins and the rest are cancelled.
-    """
-    return await _Asker.of(resolvers, 53, timeout, retries).first_records(host, "A")
-
-
 async def resolve(
     qname: str, rtype: str, *, resolvers: Sequence[str], timeout: float = 3.0, retries: int = DEFAULT_RETRIES
 ) -> Answer:
@@ -341,25 +327,6 @@ async def ask_more(
     return dataclasses.replace(obs, answers=obs.answers + tuple(answers))
 
 
-async def observe_zones(
-    zones: Mapping[str, Sequence[tuple[str, str]]],
-    parent: str,
-    *,
-    resolvers: Sequence[str],
-    port: int = 53,
-    timeout: float = 3.0,
-    retries: int = DEFAULT_RETRIES,
-) -> dict[str, ZoneObservation]:
-    """Observe every zone at once (zone -> its queries); the result keeps the mapping's order."""
-    observed = await asyncio.gather(
-        *(
-            observe_zone(zone, parent, queries, resolvers=resolvers, port=port, timeout=timeout, retries=retries)
-            for zone, queries in zones.items()
-        )
-    )
-    return dict(zip(zones, observed, strict=True))
-
-
 def agreed(obs: ZoneObservation, qname: str, rtype: str) -> Agreement:
     """The answer every authoritative server gave to (qname, rtype), or a problem naming who differs."""
     rtype = rtype.upper()
@@ -416,16 +383,6 @@ def _said_key(rcode: str | None, records: tuple[str, ...], txt: tuple[bytes, ...
     if rtype == "TXT":
         return rcode, tuple(sorted(txt))
     return rcode, tuple(sorted(r.lower() for r in records))
-
-
-def agreed_txt(obs: ZoneObservation, qname: str) -> Agreement:
-    """The TXT values at qname every authoritative server agrees on (see `agreed`)."""
-    return agreed(obs, qname, "TXT")
-
-
-def agreed_cname(obs: ZoneObservation, qname: str) -> Agreement:
-    """The CNAME target at qname every authoritative server agrees on (see `agreed`)."""
-    return agreed(obs, qname, "CNAME")
 
 
 def delegation_problem(obs: ZoneObservation) -> str | None:

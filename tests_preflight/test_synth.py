@@ -31,7 +31,9 @@ def _stack(synth: Synth) -> cdk.StackArtifact:
 def test_synth_runs(synth: Synth, evidence: Evidence) -> None:
     evidence.add(synth.result.describe(), synth.result.tail)
     assert synth.problem is None, synth.result.explained(str(synth.problem))
-    assert synth.assembly is not None
+    assert synth.assembly is not None, f"the synth passed but left no cloud assembly in {synth.out}"
+    if synth.assembly.messages:  # the app's own warnings: why the template lacks what a reviewer may look for
+        evidence.add("annotations", [f"{m.level} at {m.path}: {m.text}" for m in synth.assembly.messages])
     assert not synth.assembly.missing_context, (
         f"the synth left unresolved context lookups: {', '.join(synth.assembly.missing_context)}; "
         "run the lookups with credentials once and commit cdk.context.json"

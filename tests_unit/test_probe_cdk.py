@@ -232,8 +232,10 @@ def test_read_assembly_reads_the_stack_artifact_its_environment_template_and_ann
     assert stack.template == _template()
     assert assembly.version == "55.0.0"
     assert assembly.missing_context == ("hosted-zone:account=1:domainName=x",)
-    assert [(m.path, m.text) for m in assembly.warnings] == [(f"/{STACK}", "no partitionMail:Alpha001:prod entry")]
-    assert [(m.path, m.text) for m in assembly.errors] == [(f"/{STACK}/Zone", "zone name too long")]
+    assert [(m.level, m.path, m.text) for m in assembly.messages] == [
+        ("error", f"/{STACK}/Zone", "zone name too long"),
+        ("warning", f"/{STACK}", "no partitionMail:Alpha001:prod entry"),
+    ]
     assert assembly.stack(STACK) is stack
     assert assembly.stack("Alpha001-demo-Email") is None
 

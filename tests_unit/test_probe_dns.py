@@ -16,16 +16,12 @@ from probes.dns import (
     Answer,
     ZoneObservation,
     agreed,
-    agreed_cname,
-    agreed_txt,
     as_names,
     delegation_problem,
     evidence,
     observe_zone,
-    observe_zones,
     parse_server,
     query,
-    resolve_addresses,
 )
 from probes.mailauth import read_dkim, read_dmarc, read_spf
 from sandbox.dns_server import DnsServer, Fault, FaultKind, RecordSet, Zone
@@ -143,12 +139,12 @@ def test_healthy_zone_is_observed_with_aa_from_all_four_servers(world: DnsServer
     assert all(a.usable and a.authoritative and a.transport == "udp" for a in obs.answers), obs.answers
     assert as_names(agreed(obs, zone, "NS").records) == as_names(ZONE_NS["dev"])
     assert agreed(obs, zone, "SOA").problem is None
-    assert agreed_txt(obs, zone).txt == (SPF.encode(),)
-    assert agreed_txt(obs, f"_dmarc.{zone}").txt == (DMARC.encode(),)
-    assert agreed_cname(obs, f"pm-bounces.{zone}").records == ("pm.mtasv.net.",)
-    spf = read_spf(zone, agreed_txt(obs, zone).txt)
+    assert agreed(obs, zone, "TXT").txt == (SPF.encode(),)
+    assert agreed(obs, f"_dmarc.{zone}", "TXT").txt == (DMARC.encode(),)
+    assert agreed(obs, f"pm-bounces.{zone}", "CNAME").records == ("pm.mtasv.net.",)
+    spf = read_spf(zone, agreed(obs, zone, "TXT").txt)
     assert (spf.problems, spf.includes) == ((), ("spf.mtasv.net",))
-    assert read_dmarc(f"_dmarc.{zone}", agreed_txt(obs, f"_dmarc.{zone}").txt).policy == "quarantine"
+    assert read_dmarc(f"_dmarc.{zone}", agreed(obs, f"_dmarc.{zone}", "TXT").txt).policy == "quarantine"
     assert len(obs.resolver_answers) == 6
     assert all(a.server == "resolver" and a.rcode == "NOERROR" and not a.authoritative for a in obs.resolver_answers)
 
@@ -156,13 +152,13 @@ def test_healthy_zone_is_observed_with_aa_from_all_four_servers(world: DnsServer
 def test_names_compare_regardless_of_case_and_final_dot(world: DnsServer) -> None:
     obs = _observe(world)
     assert len(obs.answers_for("DEV.ArdaMails.COM.", "txt")) == 4
-    assert agreed_txt(obs, "Dev.ArdaMails.com").txt == (SPF.encode(),)
+    assert agreed(obs, "Dev.ArdaMails.com", "TXT").txt == (SPF.encode(),)
 
 
 def test_dkim_key_in_two_strings_is_joined_without_separator(world: DnsServer) -> None:
     obs = _observe(world)
     name = f"{SELECTOR}._domainkey.dev.{PARENT}"
-    agreement = agreed_txt(obs, name)
+    agreement = agreed(obs, name, "TXT")
     assert agreement.problem is None
     assert agreement.txt == (f"k=rsa;p={KEY}".encode(),)
     assert all(len(a.records) == 1 and a.records[0].count('" "') == 1 for a in agreement.answers)  # 2 strings
@@ -205,7 +201,7 @@ def test_undelegated_zone_is_explained_by_the_parent_answers(world: DnsServer) -
     assert problem.startswith(f"parent servers name no NS for qa.{PARENT}: ")
     assert "ns-p1.parent-dns.net (127.0.2.1:" in problem
     assert "answered NXDOMAIN" in problem
-    txt = agreed_txt(obs, f"qa.{PARENT}")
+    txt = agreed(obs, f"qa.{PARENT}", "TXT")
     assert txt.problem == f"no authoritative server of qa.{PARENT} could be asked TXT qa.{PARENT}: {problem}"
 
 
@@ -233,11 +229,11 @@ def test_fault_on_one_server_is_seen_in_its_answer_and_named(
     assert (seen.transport == "") == (rcode is None)
     assert (seen.error is not None) == (rcode is None)
     assert all(a.usable and a.txt == (DMARC.encode(),) for a in answers if a.server != broken)
-    problem = agreed_txt(obs, f"_dmarc.{zone}").problem
+    problem = agreed(obs, f"_dmarc.{zone}", "TXT").problem
     assert problem is not None
     assert f"{broken} ({world.address_of(broken)}:{world.port})" in problem
     assert verdict in problem
-    assert agreed_txt(obs, zone).problem is None  # other names are unaffected
+    assert agreed(obs, zone, "TXT").problem is None  # other names are unaffected
 
 
 def test_truncated_udp_falls_back_to_tcp_and_gets_the_whole_answer(world: DnsServer) -> None:
@@ -250,7 +246,7 @@ def test_truncated_udp_falls_back_to_tcp_and_gets_the_whole_answer(world: DnsSer
     assert all(a.transport == "udp" for a in obs.answers if a.server != truncating)
     name = f"{SELECTOR}._domainkey.dev.{PARENT}"
     assert _only(obs.answers_for(name, "TXT"), truncating).txt == (f"k=rsa;p={KEY}".encode(),)
-    assert agreed_txt(obs, name).problem is None
+    assert agreed(obs, name, "TXT").problem is None
     assert " aa tcp [" in evidence(from_it[0])
     tcp_queries = [q for q in world.queries if q.transport == "tcp" and q.server == world.address_of(truncating)]
     assert len(tcp_queries) >= 6
@@ -263,7 +259,7 @@ def test_one_server_down_is_named_while_the_others_answer(world: DnsServer) -> N
     assert delegation_problem(obs) is None
     assert all(a.error == "timeout after 0.4s (2 tries)" for a in obs.answers if a.server == down)
     assert all(a.usable for a in obs.answers if a.server != down)
-    problem = agreed_txt(obs, f"demo.{PARENT}").problem
+    problem = agreed(obs, f"demo.{PARENT}", "TXT").problem
     assert problem == (
         f"1 of 4 authoritative servers gave no usable answer to TXT demo.{PARENT}: "
         f"{down} ({world.address_of(down)}:{world.port}) no reply: timeout after 0.4s (2 tries)"
@@ -279,9 +275,9 @@ def test_twenty_percent_packet_loss_is_overcome_by_resending(world: DnsServer) -
     assert delegation_problem(obs) is None
     assert len(obs.answers) == 24
     zone = f"prod.{PARENT}"
-    assert agreed_txt(obs, zone).txt == (SPF.encode(),)
-    assert agreed_txt(obs, f"{SELECTOR}._domainkey.{zone}").txt == (f"k=rsa;p={KEY}".encode(),)
-    assert agreed_cname(obs, f"pm-bounces.{zone}").records == ("pm.mtasv.net.",)
+    assert agreed(obs, zone, "TXT").txt == (SPF.encode(),)
+    assert agreed(obs, f"{SELECTOR}._domainkey.{zone}", "TXT").txt == (f"k=rsa;p={KEY}".encode(),)
+    assert agreed(obs, f"pm-bounces.{zone}", "CNAME").records == ("pm.mtasv.net.",)
 
 
 def test_all_partitions_queries_overlap(world: DnsServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -308,15 +304,18 @@ def test_all_partitions_queries_overlap(world: DnsServer, monkeypatch: pytest.Mo
     resolvers = [f"{world.resolver}:{world.port}"]
     one = _observe(world, "dev")
     single, in_flight["most"] = in_flight["most"], 0
-    four = asyncio.run(
-        observe_zones(
-            {f"{p}.{PARENT}": _questions(p) for p in PARTITIONS},
-            PARENT,
-            resolvers=resolvers,
-            port=world.port,
-            timeout=1.0,
+
+    async def every_zone_at_once() -> dict[str, ZoneObservation]:
+        zones = [f"{p}.{PARENT}" for p in PARTITIONS]
+        observed = await asyncio.gather(
+            *(
+                observe_zone(zone, PARENT, _questions(p), resolvers=resolvers, port=world.port, timeout=1.0)
+                for zone, p in zip(zones, PARTITIONS, strict=True)
+            )
         )
-    )
+        return dict(zip(zones, observed, strict=True))
+
+    four = asyncio.run(every_zone_at_once())  # as probes.observe gathers a run's partitions in one event loop
     assert all(a.usable for a in one.answers)
     assert list(four) == [f"{p}.{PARENT}" for p in PARTITIONS]
     assert all(a.usable for obs in four.values() for a in obs.answers)
@@ -349,10 +348,11 @@ def test_query_reports_connection_refused(world: DnsServer) -> None:
 
 def test_addresses_come_from_the_first_resolver_that_knows_them(world: DnsServer) -> None:
     host = ZONE_NS["dev"][0]
-    addresses, answers = asyncio.run(
-        resolve_addresses(host, [f"127.0.3.1:{world.port}", f"{world.resolver}:{world.port}"], timeout=1.0)
-    )
-    assert addresses == (world.address_of(host),)
+    resolvers = [f"127.0.3.1:{world.port}", f"{world.resolver}:{world.port}"]
+    obs = asyncio.run(observe_zone(f"dev.{PARENT}", PARENT, [], resolvers=resolvers, port=world.port, timeout=1.0))
+    answers = [a for a in obs.lookups if a.rtype == "A" and a.qname.rstrip(".").lower() == host.lower()]
+    assert obs.servers[host] == (world.address_of(host),)
+    assert answers, f"no address lookup of {host} among {[(a.qname, a.rtype) for a in obs.lookups]}"
     assert answers[-1].address == f"{world.resolver}:{world.port}"
     assert all(a.server == "resolver" for a in answers)
 

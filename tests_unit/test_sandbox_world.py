@@ -217,18 +217,18 @@ def _assert_present_and_healthy(seen: PartitionObservation) -> None:
     assert seen.dns is not None, str(seen.dns_problem)
     assert probe.delegation_problem(seen.dns) is None
     assert probe.as_names(seen.dns.delegation.ns_hosts) == probe.as_names(seen.zone.name_servers)
-    spf = probe.agreed_txt(seen.dns, target.zone)
+    spf = probe.agreed(seen.dns, target.zone, "TXT")
     assert spf.problem is None, spf.problem
     spf_record = mailauth.read_spf(target.zone, spf.txt)
     assert spf_record.problems == (), spf.txt
     assert set(target.spf_includes) <= set(spf_record.includes), spf_record.includes
-    dmarc = probe.agreed_txt(seen.dns, target.dmarc_host)
+    dmarc = probe.agreed(seen.dns, target.dmarc_host, "TXT")
     assert dmarc.problem is None, dmarc.problem
     assert mailauth.read_dmarc(target.dmarc_host, dmarc.txt).policy in ("quarantine", "reject"), dmarc.txt
-    dkim = probe.agreed_txt(seen.dns, target.dkim_host(seen.context.selector))
+    dkim = probe.agreed(seen.dns, target.dkim_host(seen.context.selector), "TXT")
     assert dkim.problem is None, dkim.problem
     assert mailauth.read_dkim(dkim.qname, dkim.txt).public_key == seen.context.public_key
-    cname = probe.agreed_cname(seen.dns, target.return_path_host)
+    cname = probe.agreed(seen.dns, target.return_path_host, "CNAME")
     assert probe.as_names(cname.records) == probe.as_names([target.return_path_target]), cname
     assert seen.postmark is not None, str(seen.postmark_problem)
     assert seen.postmark.domain is not None, seen.postmark.describe()
