@@ -26,7 +26,9 @@ import pytest
 
 from plugins import progress, run_folders, verdict
 from plugins.partitions import item_partition
-from probes import dns
+from plugins.run_state import write_atomic
+from probes import cdk, dns
+from probes.config import Target
 from probes.secrets import known_secrets, redact
 
 CHECK_ATTR = "mailgate_check"
@@ -109,6 +111,42 @@ class Evidence:
             for a in answers
         ]
         self.table(title, DNS_COLUMNS, rows, [dns.evidence(a) for a in answers])
+
+    def diff(self, target: Target, summary: cdk.DiffSummary) -> Path:
+        """Keep the partition's diff summary in the run's folder, where the HTML report shows it beside the
+        partition's deploy; its path, for the check's evidence and messages."""
+        path = diff_report(reports_dir(self._node.config), target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, _diff_markdown(target.stack_name, summary).encode(), durable=False)
+        return path
+
+
+def diff_report(folder: Path, target: Target) -> Path:
+    """A partition's diff summary in a run's folder."""
+    return folder / f"diff-{target.infrastructure}-{target.name}.md"
+
+
+def _diff_markdown(stack_name: str, summary: cdk.DiffSummary) -> str:
+    """Counts per resource type and action, then every changed resource."""
+    rows = [f"| {c.action} | {c.resource_type} | {c.logical_id} |" for c in summary.resources]
+    totals = [
+        f"| {kind} | " + " | ".join(str(counts.get(a, 0)) for a in cdk.ACTIONS) + " |"
+        for kind, counts in summary.by_type.items()
+    ]
+    return "\n".join(
+        [
+            f"## cdk diff {stack_name}",
+            "",
+            "| Resource type | " + " | ".join(cdk.ACTIONS) + " |",
+            "|---|" + "---|" * len(cdk.ACTIONS),
+            *totals,
+            "",
+            "| Action | Type | Logical id |",
+            "|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from plugins.gates import Records, gate_updates, verification_cells
 from plugins.matrix import Matrix, build_matrix, matrix_html, matrix_markdown
 from plugins.outcome import FAILED_OUTCOMES, PASSED_OUTCOMES, merge
 from plugins.partitions import SELECTION, Selection
-from plugins.report import CheckId, check_id, evidence_of, report_check, reports_dir, tables_of
+from plugins.report import CheckId, check_id, diff_report, evidence_of, report_check, reports_dir, tables_of
 from plugins.report_html import sections
 from plugins.run_state import write_atomic
 from plugins.signoff_log import (
@@ -431,7 +431,7 @@ class Recorder:
         report_dir = Path(html).resolve().parent if html else reports_dir(self.config)
         chosen = self.config.stash.get(SELECTION, None)
         folder = reports_dir(self.config)
-        diffs = {t.name: folder / f"diff-{t.infrastructure}-{t.name}.md" for t in (chosen.targets if chosen else ())}
+        diffs = {t.name: diff_report(folder, t) for t in (chosen.targets if chosen else ())}
         entries = self.check_entries(None)
         postfix.append(redact(sections(entries, self.partitions(), self.deploys, report_dir, diffs)))
 
