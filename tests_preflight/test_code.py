@@ -26,7 +26,10 @@ def test_infra_repo_clean(selection: Selection, request: pytest.FixtureRequest, 
     )
     expected = request.config.getoption("expect_head")
     if expected:
-        assert status.head is not None
+        assert status.head is not None, (
+            f"infrastructure repo {status.path} has no HEAD commit, expected {expected} (--expect-head): "
+            "check out the pull request's head commit"
+        )
         assert status.head.startswith(expected), (
             f"infrastructure repo HEAD is {status.head}, expected {expected} (--expect-head): "
             "check out the pull request's head commit"

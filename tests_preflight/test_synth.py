@@ -42,7 +42,7 @@ def test_synth_runs(synth: Synth, evidence: Evidence) -> None:
 
 def test_stack_identity(target: Target, synth: Synth, evidence: Evidence) -> None:
     stack = _stack(synth)
-    assert synth.assembly is not None
+    assert synth.assembly is not None, f"no cloud assembly in {synth.out} to judge; see test_synth_runs"
     counts = cdk.resource_counts(stack.template)
     evidence.add(
         f"stack {stack.stack_name} for aws://{stack.account}/{stack.region} ({stack.template_path})",
