@@ -339,14 +339,7 @@ class Config:
 
 def load(path: Path) -> Config:
     """Read and validate a partitions file; any problem raises ConfigError with one clear line."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: partitions file not found; create it or pass --partitions-file PATH") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the partitions file: {exc.strerror}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"{path}: {len(raw)} bytes is more than a partitions file may have ({MAX_FILE_BYTES})")
+    raw = read_file(path, "partitions file", "create it or pass --partitions-file PATH")
     data, lines = parse_yaml(path, raw)
     if not isinstance(data, dict):
         raise ConfigError(
@@ -382,6 +375,20 @@ def _target(file: ConfigFile, name: str, spec: PartitionSpec) -> Target:
 
 class _LineLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys (YAML allows them silently)."""
+
+
+def read_file(path: Path, what: str, fix: str) -> bytes:
+    """A configuration file's bytes, at most MAX_FILE_BYTES; else ConfigError naming the file (`fix`: what to do
+    when it is missing)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found; {fix}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: {len(raw)} bytes is more than a {what} may have ({MAX_FILE_BYTES})")
+    return raw
 
 
 def parse_yaml(

@@ -17,9 +17,8 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from probes.config import ConfigError, Name, parse_yaml
+from probes.config import ConfigError, Name, parse_yaml, read_file
 
-MAX_FILE_BYTES = 1_000_000
 FIELDS = ("check", "partition", "reason", "expires", "by")
 
 
@@ -83,14 +82,7 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
 
 def load(path: Path, partitions: Collection[str]) -> tuple[Waiver, ...]:
     """Read and validate a waivers file; any problem raises ConfigError: one line with file, line and field."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: waivers file not found; create it, or fix waivers: / --waivers PATH") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the waivers file: {exc.strerror}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"{path}: {len(raw)} bytes is more than a waivers file may have ({MAX_FILE_BYTES})")
+    raw = read_file(path, "waivers file", "create it, or fix waivers: / --waivers PATH")
     data, lines = parse_yaml(path, raw, loader=_Loader, what="")
     if data is None:
         return ()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_workflows import collected_in_a_subprocess
 
 from plugins.signoff_log import HEADER
 
@@ -255,18 +255,7 @@ def test_workflow_pytest_command_is_accepted_by_this_suite() -> None:
     """The CI command, as the workflow spells it, collects only this repo's preflight checks."""
     command = next(s for s in _steps() if s.get("id") == "checks")["run"]
     values = {"PARTITIONS": "all", "HEAD_SHA": "0" * 40}
-    args = shlex.split(re.sub(r"\$(\w+)", lambda m: values[m.group(1)], command))
-    assert args[:3] == ["python", "-m", "pytest"]
-    done = subprocess.run(
-        [sys.executable, *args[1:], "--collect-only", "-q"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    ids = [line for line in done.stdout.splitlines() if "::" in line]
+    ids = collected_in_a_subprocess(command, values)
     assert ids
     assert all(i.startswith("tests_preflight/") for i in ids)
 

@@ -83,9 +83,18 @@ def test_postmerge_shard_command_is_accepted_by_this_suite() -> None:
     """The shard's pytest command, as the workflow spells it, collects exactly one partition's postmerge checks."""
     command = _step(_jobs("postmerge.yml")["check"], lambda s: "pytest" in s.get("run", ""))["run"]
     values = {"PARTITION": "stage", "PARTITIONS_FILE": "partitions.yaml", "SHARD": "stage"}
+    # the infrastructure checkout exists only in CI
+    ids = collected_in_a_subprocess(command, values, without=("--infra-repo",))
+    assert len(ids) == 8, ids
+    assert all(i.startswith("tests_postmerge/") and i.endswith("[stage]") for i in ids), ids
+
+
+def collected_in_a_subprocess(command: str, values: dict[str, str], without: tuple[str, ...] = ()) -> list[str]:
+    """The node ids this suite collects for a workflow's pytest command, its `$NAME`s set from `values` and the
+    arguments starting with one of `without` left out."""
     args = shlex.split(re.sub(r"\$(\w+)", lambda m: values[m.group(1)], command))
-    assert args[:3] == ["python", "-m", "pytest"]
-    args = [a for a in args if not a.startswith("--infra-repo")]  # the infrastructure checkout exists only in CI
+    assert args[:3] == ["python", "-m", "pytest"], f"the workflow runs {args[:3]}, expected python -m pytest"
+    args = [a for a in args if not a.startswith(without)]
     done = subprocess.run(
         [sys.executable, *args[1:], "--collect-only", "-q"],
         cwd=ROOT,
@@ -95,6 +104,4 @@ def test_postmerge_shard_command_is_accepted_by_this_suite() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    ids = [line for line in done.stdout.splitlines() if "::" in line]
-    assert len(ids) == 8, ids
-    assert all(i.startswith("tests_postmerge/") and i.endswith("[stage]") for i in ids), ids
+    return [line for line in done.stdout.splitlines() if "::" in line]
