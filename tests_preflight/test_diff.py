@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plugins.preflight import InfraRunner
-from plugins.report import Evidence, reports_dir
+from plugins.report import Evidence
 from probes import cdk
 from probes.config import Target
 
