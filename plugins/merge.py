@@ -3,14 +3,17 @@ sign-off one run over all their partitions would have written.
 
 `mailgate-merge [--reports-dir OUT] [--signoff-log LOG] [--partitions-file F] RUN_DIR...` reads each shard's own
 records (signoff.json and its JUnit XML, found in the run folder or through a reports folder's `latest`) and
-writes into OUT: signoff.json, signoff.md, one JUnit XML and one HTML summary; with `--signoff-log` it updates
-the execution log's cascade rows. Rows, cells, the log update, the matrix and signoff.md come from the sign-off
-plugin's own functions (plugins.signoff, plugins.signoff_log, plugins.matrix), fed with the shards' results, so
-a merge writes what one run writes. Shard order does not matter: rows follow the partitions file's deploy order.
+writes into a run folder of its own under OUT, `OUT/merge-<partitions>-<UTC time>/`, claimed and pointed at by
+`OUT/latest` as a run's folder is (plugins.run_folders): signoff.json, signoff.md, junit.xml and report.html (an
+HTML summary); with `--signoff-log` it updates the execution log's cascade rows. Rows, cells, the log update,
+the matrix and signoff.md come from the sign-off plugin's own functions (plugins.signoff, plugins.signoff_log,
+plugins.matrix), fed with the shards' results, so a merge writes what one run writes. Shard order does not
+matter: rows follow the partitions file's deploy order.
 
 It refuses, with one line on stderr and exit 4: a folder that is not a run, an interrupted run (INCOMPLETE), the
 same partition in two shards, shards made from different partitions files (their `partitions_digest`) or by
-different mailgate versions, and an OUT that already holds a sign-off. It never writes into a shard's folder.
+different mailgate versions, and an OUT that is a run's folder or a shard's reports folder. It never writes into
+a shard's folder, and a second merge into one OUT keeps the first: each claims its own folder.
 Exit status otherwise: 0 when every check passed, 1 when any failed, else the first shard's non-zero status.
 
 Lives beside the plugins because it is their second caller: it reads what they write and uses their rules.
@@ -30,6 +33,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from plugins import run_folders
 from plugins.gates import Records, gate_updates, verification_cells
 from plugins.matrix import OUTCOMES, build_matrix, matrix_html, outcome_of
 from plugins.outcome import FAILED_OUTCOMES
@@ -294,7 +298,7 @@ def document(
     }
 
 
-def summary_html(merged: Merged, shards: Sequence[Shard], out: Path, entries: list[dict[str, Any]]) -> str:
+def summary_html(merged: Merged, shards: Sequence[Shard], folder: Path, entries: list[dict[str, Any]]) -> str:
     """A self-contained page: the shards, the sign-off table, the verdict matrix, each partition and check."""
     partitions = [t.name for t in merged.targets]
     head = "".join(f"<th>{escape(name)}</th>" for name in HEADER)
@@ -313,15 +317,15 @@ def summary_html(merged: Merged, shards: Sequence[Shard], out: Path, entries: li
         f"<table><tr><th>shard</th><th>partitions</th><th>exit</th><th>command</th></tr>{shard_rows}</table>"
         f'<h2>Sign-off</h2><table id="mailgate-signoff"><tr>{head}</tr>{body}</table>'
         f'<h2 id="mailgate-verdict">Verdict matrix</h2>{matrix_html(matrix)}'
-        f"{sections(entries, partitions, merged.deploys, out, {})}</body></html>\n"  # diff summaries stay per shard
+        f"{sections(entries, partitions, merged.deploys, folder, {})}</body></html>\n"  # diff summaries stay per shard
     )
 
 
 def write(out: Path, shards: Sequence[Shard], merged: Merged, config: Config, signoff_log: Path | None) -> Path:
-    """Everything into OUT, never over an earlier sign-off (a shard's folder holds one too); returns the JUnit."""
-    if (out / "signoff.json").exists() or (out / "latest").exists():  # a run's folder, or a reports folder of runs
-        raise Refusal(f"{out} already holds a sign-off (signoff.json): pass a new --reports-dir")
-    out.mkdir(parents=True, exist_ok=True)
+    """Everything into a run folder of its own under OUT (the caller points OUT/latest at it); returns the folder."""
+    refuse_out(out, shards)
+    now = datetime.now(UTC)
+    folder = run_folders.claim(out, run_folders.name("merge", ",".join(t.name for t in merged.targets), now), now)
     records = Records.of(document(merged, shards, config, None))
     log = None
     if signoff_log is not None:  # the cascade rows and the gate rows, as the run's sign-off plugin writes them
@@ -336,8 +340,6 @@ def write(out: Path, shards: Sequence[Shard], merged: Merged, config: Config, si
         else None
     )
     data = document(merged, shards, config, log, matrix)
-    stem = f"merge-{len(merged.targets)}-partitions-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-    junit = out / f"{stem}.xml"
     heading = f"Merged from {len(shards)} shard(s): " + "; ".join(
         f"`{s.run.get('command')}` ({', '.join(s.partitions)})" for s in shards
     )
@@ -350,11 +352,21 @@ def write(out: Path, shards: Sequence[Shard], merged: Merged, config: Config, si
         results=merged.results,
         log=log,
     )
-    write_atomic(out / "signoff.json", redact(json.dumps(data, indent=2, ensure_ascii=False)).encode())
-    write_atomic(out / "signoff.md", redact(markdown).encode())
-    write_atomic(junit, merged_junit(merged, shards))
-    write_atomic(out / f"{stem}.html", redact(summary_html(merged, shards, out, data["checks"])).encode())
-    return junit
+    write_atomic(folder / "signoff.json", redact(json.dumps(data, indent=2, ensure_ascii=False)).encode())
+    write_atomic(folder / "signoff.md", redact(markdown).encode())
+    write_atomic(folder / "junit.xml", merged_junit(merged, shards))
+    write_atomic(folder / "report.html", redact(summary_html(merged, shards, folder, data["checks"])).encode())
+    return folder
+
+
+def refuse_out(out: Path, shards: Sequence[Shard]) -> None:
+    """OUT is a reports folder: never a run's folder (it holds one sign-off), nor a shard's reports folder (whose
+    `latest` names the shard's run)."""
+    if (out / "signoff.json").exists():
+        raise Refusal(f"{out} already holds a sign-off (signoff.json): it is a run's folder; pass a reports folder")
+    for shard in shards:
+        if out.resolve() == shard.folder.parent.resolve():
+            raise Refusal(f"{out} is the reports folder of shard {shard.folder}: pass a reports folder of its own")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -371,14 +383,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_together(shards)
         config = partitions_config(shards, args.partitions_file)
         merged = merge(shards, config)
-        write(args.reports_dir, shards, merged, config, args.signoff_log)
+        folder = write(args.reports_dir, shards, merged, config, args.signoff_log)
     except Refusal as exc:
         print(f"mailgate-merge: {exc}", file=sys.stderr)
         return REFUSED
     failed = sum(1 for r in merged.results if r.outcome in FAILED_OUTCOMES)
+    latest = run_folders.point_latest(folder) or f"{folder.parent / run_folders.LATEST} points here"
     print(
         f"mailgate-merge: {len(shards)} shard(s), {len(merged.targets)} partition(s), {len(merged.results)} check(s), "
-        f"{failed} failed; sign-off in {args.reports_dir}"
+        f"{failed} failed; sign-off in {folder} ({latest})"
     )
     return merged.exitstatus
 

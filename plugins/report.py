@@ -12,7 +12,6 @@ folders beyond the N newest. Any other run (`pytest tests_unit`, …) writes no 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 from collections.abc import Generator, Iterable, Sequence
@@ -36,8 +35,6 @@ TABLE = "evidence_table"
 MARKER_PHASES = ("preflight", "postmerge")
 KINDS = ("code", "synth", "access", "diff", "dns", "aws", "postmark", "deploy")
 CHECK_DIRS = ("tests_preflight", "tests_postmerge")
-MAX_PARTITIONS_IN_NAME = 100  # characters of the partitions part of a report's file name
-MAX_MARKERS_IN_NAME = 80
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -244,13 +241,7 @@ def report_stem(config: pytest.Config, now: datetime) -> str:
     expression = config.getoption("markexpr") or ""
     phases = [name.removeprefix("tests_") for name in _check_dirs(config)]
     markers = re.sub(r"[^A-Za-z0-9]+", "-", expression).strip("-") or "-".join(phases) or "checks"
-    chosen = str(config.getoption("partition", "all"))
-    partitions = re.sub(r"[^A-Za-z0-9_.+-]+", "-", chosen.replace(",", "+")).strip("-") or "all"
-    if len(partitions) > MAX_PARTITIONS_IN_NAME:  # a file name has at most 255 bytes
-        names = partitions.split("+")
-        digest = hashlib.sha256(chosen.encode()).hexdigest()[:8]
-        partitions = f"{'+'.join(names[:3])}+{len(names) - 3}-more-{digest}"
-    return f"{markers[:MAX_MARKERS_IN_NAME]}-{partitions}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    return run_folders.name(markers, str(config.getoption("partition", "all")), now)
 
 
 RUN_FOLDER = pytest.StashKey[Path]()

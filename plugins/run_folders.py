@@ -8,14 +8,29 @@ is claimed with an atomic mkdir (two runs in one second get `<run>-2`), and `lat
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 LATEST = "latest"
 MARKER = ".mailgate-run"  # in every run folder: what pruning may remove (nothing else in the reports root)
+MAX_PARTITIONS_IN_NAME = 100  # characters of the partitions part of a run folder's name
+MAX_LABEL_IN_NAME = 80
+
+
+def name(label: str, partitions: str, now: datetime) -> str:
+    """`<label>-<partitions>-<UTC time>`, e.g. `postmerge-dev+prod-20260526T234343Z`: `partitions` (a comma list,
+    or `all`) joined by `+`; a long one is cut to three names and a digest, as a file name has at most 255 bytes."""
+    shown = re.sub(r"[^A-Za-z0-9_.+-]+", "-", partitions.replace(",", "+")).strip("-") or "all"
+    if len(shown) > MAX_PARTITIONS_IN_NAME:
+        names = shown.split("+")
+        digest = hashlib.sha256(partitions.encode()).hexdigest()[:8]
+        shown = f"{'+'.join(names[:3])}+{len(names) - 3}-more-{digest}"
+    return f"{label[:MAX_LABEL_IN_NAME]}-{shown}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}"
 
 
 def claim(root: Path, name: str, started: datetime) -> Path:

@@ -92,12 +92,13 @@ def test_four_shards_merge_into_what_one_run_writes_in_any_order(world_runs: dic
         assert _checks(out) == _checks(single), f"{order}: sign-off checks differ from one run's"
         assert _signoff(out)["rows"] == _signoff(single)["rows"], f"{order}: sign-off rows differ"
         table = (run_folder(single) / "signoff.md").read_text().split("## Verdict matrix")[1].split("##")[0]
-        assert table in (out / "signoff.md").read_text(), f"{order}: the merged verdict matrix differs"
-        html = next(out.glob("*.html")).read_text()
+        assert table in (run_folder(out) / "signoff.md").read_text(), f"{order}: the merged verdict matrix differs"
+        html = (run_folder(out) / "report.html").read_text()
         assert 'id="mailgate-matrix"' in html, "the HTML summary carries the verdict matrix"
         assert "test_spf" in html, html[:500]
     first, second = (tmp_path / f"merged-{'-'.join(o)}" for o in (PARTITIONS, ("prod", "stage", "dev", "demo")))
-    assert next(first.glob("*.xml")).read_bytes() == next(second.glob("*.xml")).read_bytes(), "JUnit depends on order"
+    junits = [(run_folder(out) / "junit.xml").read_bytes() for out in (first, second)]
+    assert junits[0] == junits[1], "JUnit depends on order"
     for name in PARTITIONS:
         assert len(list((world_runs[name] / "latest").glob("*.xml"))) == 1, "a shard's folder gained or lost a file"
 
@@ -109,12 +110,11 @@ def test_refusals_name_the_folder_and_exit_4(
     dev, stage = runs["dev"], runs["stage"]
 
     def refused(*args: str, out: Path = tmp_path / "out") -> str:
-        before = (out / "signoff.json").read_bytes() if (out / "signoff.json").exists() else None
+        before = _files(out)
         assert merge_main([f"--reports-dir={out}", *args]) == 4, args
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1, err
-        after = (out / "signoff.json").read_bytes() if (out / "signoff.json").exists() else None
-        assert after == before, "a refused merge wrote a sign-off"
+        assert _files(out) == before, "a refused merge wrote into OUT"
         return err
 
     assert "partition dev is in two shards" in refused(str(dev), str(dev))
@@ -140,12 +140,40 @@ def test_refusals_name_the_folder_and_exit_4(
     assert "is not the partitions file the shards were made from" in refused(
         f"--partitions-file={edited}", str(dev), str(stage)
     )
-    assert merge_main([f"--reports-dir={tmp_path / 'done'}", str(dev), str(stage)]) == 1
-    capsys.readouterr()
-    again = refused(str(dev), str(stage), out=tmp_path / "done")
-    assert "already holds a sign-off" in again, "an earlier merge is never overwritten"
     shard = run_folder(stage)
     assert "already holds a sign-off" in refused(str(dev), out=shard), "a shard's run folder is never OUT"
+    assert f"{stage} is the reports folder of shard {shard}" in refused(str(dev), str(stage), out=stage), (
+        "a shard's reports folder is never OUT: its latest would name the merge"
+    )
+
+
+def test_a_second_merge_into_one_out_keeps_the_first(
+    scenarios: Scenarios, run_checks: RunChecks, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = _shard_runs(scenarios, run_checks, tmp_path, ("dev", "stage"))
+    out = tmp_path / "merged"
+    assert merge_main([f"--reports-dir={out}", str(runs["dev"]), str(runs["stage"])]) == 1
+    first = run_folder(out)
+    assert first.parent == out, first
+    assert first.name.startswith("merge-dev+stage-"), "named as a run's folder: label, partitions, UTC time"
+    kept = _files(first)
+    assert merge_main([f"--reports-dir={out}", str(runs["stage"]), str(runs["dev"])]) == 1
+    second = run_folder(out)
+    assert second.parent == out, second
+    assert second != first, "the second merge wrote into the first's folder"
+    assert _files(first) == kept, "the first merge's files changed"
+    assert sorted(p.name for p in out.iterdir()) == sorted(["latest", first.name, second.name])
+    assert sorted(p.name for p in second.iterdir()) == sorted(
+        [".mailgate-run", "junit.xml", "report.html", "signoff.json", "signoff.md"]
+    )
+    assert f"sign-off in {second} ({out / 'latest'} points here)" in capsys.readouterr().out
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    """Every file under `folder` (not through `latest`, a link), by its path inside it, with its bytes."""
+    if not folder.exists():
+        return {}
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_console_scripts_are_installed(tmp_path: Path) -> None:

@@ -63,7 +63,11 @@ def test_list_then_a_job_per_partition_then_merge(name: str) -> None:
     assert "mailgate-merge --reports-dir ../merged" in merged["run"]
     assert "../shards/*" in merged["run"]
     summary = _step(merge, lambda s: "GITHUB_STEP_SUMMARY" in s.get("run", ""))
-    assert 'cat merged/signoff.md >> "$GITHUB_STEP_SUMMARY"' in summary["run"], "sign-off table and verdict matrix"
+    assert 'cat merged/latest/signoff.md >> "$GITHUB_STEP_SUMMARY"' in summary["run"], (
+        "sign-off table and verdict matrix, from the merge's run folder (OUT/latest)"
+    )
+    upload = _step(merge, lambda s: str(s.get("uses", "")).startswith("actions/upload-artifact@"))
+    assert upload["with"]["path"] == "merged/", "the merge's reports folder: its run folder and latest"
     assert _step(merge, lambda s: s.get("name") == "The merged verdict")["run"] == 'exit "$STATUS"'
 
 
