@@ -6,6 +6,7 @@ Real build/lint/test only where the code checks are under test; elsewhere they a
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from collections import Counter
@@ -99,6 +100,20 @@ DEFECTS = [
         ["template is for account 009765408297 region us-east-1, expected 139852620346 us-east-1 (Alpha002)"],
     ),
 ]
+
+
+def test_the_synth_check_shows_the_apps_annotations_as_evidence(scenarios, run_checks, tmp_path: Path) -> None:
+    """Before its first deploy a partition has no DKIM context entry: the app says why its template lacks the record."""
+    run = run_checks("-m", "synth", "--partition", "dev", "-k", "test_synth_runs")
+
+    assert run.outcomes == {"test_synth_runs[dev]": "passed"}, run.messages
+    document = json.loads((tmp_path / "reports" / "latest" / "signoff.json").read_text(encoding="utf-8"))
+    (entry,) = [c for c in document["checks"] if c["check"] == "test_synth_runs"]
+    annotations = [e for e in entry["evidence"] if e.startswith("annotations\n")]
+    assert len(annotations) == 1, f"expected one annotations entry in the evidence, got {entry['evidence']}"
+    assert (
+        "warning at /Alpha002-dev-Email: cdk.context.json has no partitionMail:Alpha002:dev entry" in (annotations[0])
+    ), annotations[0]
 
 
 @pytest.mark.parametrize(("path", "old", "new", "check", "says"), [d[1:] for d in DEFECTS], ids=[d[0] for d in DEFECTS])
