@@ -38,10 +38,10 @@ from plugins.gates import Records, gate_updates, verification_cells
 from plugins.matrix import OUTCOMES, build_matrix, matrix_html, outcome_of
 from plugins.outcome import FAILED_OUTCOMES
 from plugins.report_html import sections
+from plugins.run_state import write_atomic
 from plugins.signoff import (
     MAX_EVIDENCE_LINES,
     Result,
-    Row,
     _check_entry,
     file_digest,
     log_updates,
@@ -49,7 +49,7 @@ from plugins.signoff import (
     result_of,
     signoff_markdown,
 )
-from plugins.signoff_log import HEADER, LogResult, update_file, update_matrix_file, write_atomic
+from plugins.signoff_log import HEADER, LogResult, Row, update_file, update_matrix_file
 from probes.config import Config, ConfigError, Target, load
 from probes.secrets import redact
 

@@ -37,14 +37,12 @@ from plugins.signoff_log import (
     PASSED,
     WAIVED,
     LogResult,
+    Row,
     cell_text,
     render_table,
     update_file,
     update_matrix_file,
 )
-
-# re-exported: mailgate-merge builds its rows with the same type
-from plugins.signoff_log import Row as Row  # noqa: PLC0414 (an explicit re-export, for mypy)
 from plugins.verdict import REASON_ATTR, ClosingSection
 from plugins.waivers import describe, notes, waiver_of
 from probes.config import Target

@@ -11,10 +11,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugins.run_state import locked
+from plugins.run_state import locked, write_atomic
 
 # re-exported: mailgate-merge writes its files the way this module writes a log
-from plugins.run_state import write_atomic as write_atomic  # noqa: PLC0414 (an explicit re-export, for mypy)
 
 HEADER: tuple[str, ...] = (
     "Partition",
