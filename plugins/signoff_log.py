@@ -13,8 +13,6 @@ from pathlib import Path
 
 from plugins.run_state import locked, write_atomic
 
-# re-exported: mailgate-merge writes its files the way this module writes a log
-
 HEADER: tuple[str, ...] = (
     "Partition",
     "Infrastructure",
