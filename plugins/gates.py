@@ -6,7 +6,7 @@ Pure (no pytest): every function reads only the run's records as signoff.json ho
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +64,7 @@ def _entry_criteria(records: Records) -> str | None:
         return None
     failed = [c for c in access if c["outcome"] in FAILED_OUTCOMES]
     if failed:
-        return f"❌ {records.date} {len(failed)} failed: {_names(failed, with_partition=True)}"
+        return f"❌ {records.date} {len(failed)} failed: {_check_names(failed, with_partition=True)}"
     if any(c.get("kind") == "access" for c in records.deselected):
         return None
     if all(c["outcome"] in PASSED_OUTCOMES for c in access):
@@ -110,20 +110,25 @@ def _row_cell(date: str, checks: Sequence[Mapping[str, Any]], names: Sequence[st
         return None
     failed = [c for c in checks if c["outcome"] in FAILED_OUTCOMES]
     if failed:
-        return f"❌ {date} {_names(failed)}"
+        return f"❌ {date} {_check_names(failed)}"
     waived = [c for c in checks if c["outcome"] == "xfailed" and (c.get("waiver") or {}).get("state") == "waived"]
     if any(c["outcome"] not in PASSED_OUTCOMES for c in checks if c not in waived):
         return None
     if waived:
-        return f"{WAIVED} {date} waived: {_names(waived)}"
+        return f"{WAIVED} {date} waived: {_check_names(waived)}"
     return f"{PASSED} {date}"
 
 
-def _names(checks: Sequence[Mapping[str, Any]], with_partition: bool = False) -> str:
+def _check_names(checks: Sequence[Mapping[str, Any]], with_partition: bool = False) -> str:
     def name(check: Mapping[str, Any]) -> str:
         partition = check.get("partition")
         return f"{check['check']}[{partition}]" if with_partition and partition else str(check["check"])
 
-    names = list(dict.fromkeys(name(c) for c in checks))
-    more = f" +{len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else ""
-    return ", ".join(names[:MAX_NAMES]) + more
+    return name_list(name(c) for c in checks)
+
+
+def name_list(names: Iterable[str]) -> str:
+    """A cell's short list of check names: each once, the first MAX_NAMES, then how many more."""
+    unique = list(dict.fromkeys(names))
+    more = f" +{len(unique) - MAX_NAMES} more" if len(unique) > MAX_NAMES else ""
+    return ", ".join(unique[:MAX_NAMES]) + more

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from plugins.gates import Records, gate_updates, verification_cells
+from plugins.gates import Records, gate_updates, name_list, verification_cells
 from plugins.matrix import Matrix, build_matrix, matrix_html, matrix_markdown
 from plugins.outcome import FAILED_OUTCOMES, PASSED_OUTCOMES, merge
 from plugins.partitions import SELECTION, Selection
@@ -50,7 +50,6 @@ from probes.secrets import redact
 
 PHASE_COLUMN = {"preflight": "Pre-flight", "postmerge": "Verified"}
 RAN_OUTCOMES = PASSED_OUTCOMES | FAILED_OUTCOMES | {"skipped", "xfailed"}
-MAX_NAMES = 3
 MAX_MESSAGE = 1000
 MAX_EVIDENCE_LINES = 40
 OPTIONS = (
@@ -120,7 +119,7 @@ def phase_cell(date: str, results: Sequence[Result], why_not_run: str) -> str | 
         return None
     failed = [r for r in results if r.outcome in FAILED_OUTCOMES]
     if failed:
-        return f"❌ {date} {len(failed)} failed: {_check_names(failed)}"
+        return f"❌ {date} {len(failed)} failed: {name_list(r.check.name for r in failed)}"
     waived = "; ".join(dict.fromkeys(f"waived: {describe(r.waiver)}" for r in results if r.waived and r.waiver))
     groups: dict[str, list[Result]] = {}
     for result in results:
@@ -132,7 +131,8 @@ def phase_cell(date: str, results: Sequence[Result], why_not_run: str) -> str | 
     for outcome, members in groups.items():
         reason = why_not_run if outcome == "not run" else members[0].message
         parts.append(
-            f"{len(members)} {outcome}: {_check_names(members)}" + (f" ({_one_line(reason)})" if reason else "")
+            f"{len(members)} {outcome}: {name_list(r.check.name for r in members)}"
+            + (f" ({_one_line(reason)})" if reason else "")
         )
     return f"🟡 {date} " + "; ".join([*parts, *([waived] if waived else [])])
 
@@ -149,12 +149,6 @@ def deploy_cell(date: str, deploy: Mapping[str, Any]) -> str:
         log = f" (log {deploy['log']})" if deploy.get("log") else ""
         return f"❌ {date} exit {deploy.get('exit_code')}{log}"
     return f"❌ {date} not run: {_one_line(str(deploy.get('failure') or 'the deploy could not start'), 160)}"
-
-
-def _check_names(results: Sequence[Result]) -> str:
-    names = list(dict.fromkeys(r.check.name for r in results))
-    more = f" +{len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else ""
-    return ", ".join(names[:MAX_NAMES]) + more
 
 
 def _one_line(text: str, limit: int = 80) -> str:

@@ -78,7 +78,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     try:
         entries = waiver_file.load(path, known)
         if not hasattr(config, "workerinput"):
-            waiver_file.check_names(entries, _check_names(config))
+            waiver_file.check_names(entries, _known_checks(config))
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[WAIVERS] = Waivers(path, entries, today)
@@ -90,7 +90,7 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput["mailgate_waivers_today"] = node.config.stash[WAIVERS].today.isoformat()
 
 
-def _check_names(config: pytest.Config) -> set[str]:
+def _known_checks(config: pytest.Config) -> set[str]:
     """The check functions (`def test_…`) in the run's test paths and the project's testpaths, read from the source:
     known before collection, so a typo stops the run on the xdist controller too, where nothing is collected."""
     files: set[Path] = set()

@@ -249,9 +249,9 @@ def _context_stale(
 ) -> Finding | None:
     """cdk.context.json must hold Postmark's current key (or, during a rotation, its pending one)."""
     host, key = target.dkim_host(context.selector), compact(context.public_key)
-    if _names(host, key, domain.dkim_pending_host, domain.dkim_pending_text_value):
+    if _is_postmarks_key(host, key, domain.dkim_pending_host, domain.dkim_pending_text_value):
         return None  # the rotation's finding says what is left to do
-    if not domain.dkim_host or _names(host, key, domain.dkim_host, domain.dkim_text_value):
+    if not domain.dkim_host or _is_postmarks_key(host, key, domain.dkim_host, domain.dkim_text_value):
         return None
     where = f"cdk.context.json's {context.key}"
     same_host = is_context_host(domain.dkim_host)
@@ -309,7 +309,7 @@ def _revoked(
     )
 
 
-def _names(host: str, key: str, postmark_host: str, postmark_text: str) -> bool:
+def _is_postmarks_key(host: str, key: str, postmark_host: str, postmark_text: str) -> bool:
     """Whether (host, key) is Postmark's (host, text value): names as DNS names, keys as compacted p= values."""
     return (
         _is_name(postmark_host)

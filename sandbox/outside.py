@@ -31,11 +31,12 @@ def records(targets: Iterable[Target], mailbox: str) -> dict[str, list[RecordSet
     report_domain = mailbox.rsplit("@", 1)[-1].lower().rstrip(".")
     zones: dict[str, list[RecordSet]] = {
         "mtasv.net": [
-            RecordSet("spf.mtasv.net", "TXT", 3600, (_txt(POSTMARK_SPF),)),
-            RecordSet("pm.mtasv.net", "TXT", 3600, (_txt(RETURN_PATH_SPF),)),
+            RecordSet("spf.mtasv.net", "TXT", 3600, (route53_txt(POSTMARK_SPF),)),
+            RecordSet("pm.mtasv.net", "TXT", 3600, (route53_txt(RETURN_PATH_SPF),)),
         ],
         report_domain: [
-            RecordSet(f"{t.zone}._report._dmarc.{report_domain}", "TXT", 3600, (_txt(AUTHORIZATION),)) for t in targets
+            RecordSet(f"{t.zone}._report._dmarc.{report_domain}", "TXT", 3600, (route53_txt(AUTHORIZATION),))
+            for t in targets
         ],
         THIRD_PARTY: [],
     }
@@ -46,6 +47,6 @@ def as_zones(records_by_zone: dict[str, list[RecordSet]]) -> tuple[Zone, ...]:
     return tuple(Zone(apex, tuple(sets)) for apex, sets in records_by_zone.items())
 
 
-def _txt(text: str) -> str:
+def route53_txt(text: str) -> str:
     """One TXT value in Route 53 text form: quoted strings of at most 255 characters."""
     return " ".join(f'"{text[i : i + 255]}"' for i in range(0, len(text), 255))

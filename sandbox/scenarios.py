@@ -24,6 +24,7 @@ from probes.config import Target
 from sandbox import outside
 from sandbox.deploy import DkimEntry, create_stack, delegate, synth, write_context
 from sandbox.dns_server import Fault
+from sandbox.outside import route53_txt
 from sandbox.postmark_fake import PostmarkFault
 from sandbox.world import CHILD_NAMESERVERS, ROOT_ACCOUNT, World
 
@@ -204,11 +205,6 @@ def _records(
         route53.change_resource_record_sets(HostedZoneId=zone_id or seeded.zone_id, ChangeBatch={"Changes": batch})
 
 
-def _txt(text: str) -> str:
-    """One TXT value as Route53 stores it: quoted strings of at most 255 characters."""
-    return " ".join(f'"{text[i : i + 255]}"' for i in range(0, len(text), 255))
-
-
 def _parent_ns(scenarios: Scenarios, seeded: Seeded, servers: tuple[str, ...]) -> None:
     _records(
         scenarios,
@@ -267,18 +263,18 @@ THIRD_PARTY_RUA = f"mailto:dmarc-reports@{THIRD}"
 
 def _spf(scenarios: Scenarios, seeded: Seeded, *values: str) -> None:
     """Publish `values` as the TXT values at the partition's apex (its SPF record and whatever stands beside it)."""
-    _records(scenarios, seeded, [("UPSERT", seeded.target.zone, "TXT", [_txt(v) for v in values])])
+    _records(scenarios, seeded, [("UPSERT", seeded.target.zone, "TXT", [route53_txt(v) for v in values])])
 
 
 def _third_party_spf(scenarios: Scenarios, label: str, text: str) -> None:
     """An SPF record at <label>.example.net, the sandbox's third party."""
-    scenarios.world.publish_outside(f"{label}.{THIRD}", "TXT", [_txt(text)])
+    scenarios.world.publish_outside(f"{label}.{THIRD}", "TXT", [route53_txt(text)])
 
 
 def _dmarc(scenarios: Scenarios, seeded: Seeded, tags: str, *, policy: str = "quarantine") -> None:
     """Publish the partition's DMARC record as `v=DMARC1; p=<policy>; <tags>`."""
     text = f"v=DMARC1; p={policy}; {tags}"
-    _records(scenarios, seeded, [("UPSERT", seeded.target.dmarc_host, "TXT", [_txt(text)])])
+    _records(scenarios, seeded, [("UPSERT", seeded.target.dmarc_host, "TXT", [route53_txt(text)])])
 
 
 def _authorization(scenarios: Scenarios, seeded: Seeded, domain: str | None = None) -> str:
@@ -305,7 +301,7 @@ def _dkim_text(scenarios: Scenarios, seeded: Seeded, text: str) -> None:
     """Publish `text` (`{key}` standing for the partition's key) as the DKIM record; Postmark and the context
     keep the key, so only what DNS serves changes."""
     host = seeded.target.dkim_host(seeded.dkim.selector)
-    _records(scenarios, seeded, [("UPSERT", host, "TXT", [_txt(text.format(key=seeded.dkim.public_key))])])
+    _records(scenarios, seeded, [("UPSERT", host, "TXT", [route53_txt(text.format(key=seeded.dkim.public_key))])])
 
 
 def _rekey(scenarios: Scenarios, seeded: Seeded, *, selector: str | None = None, key: str | None = None) -> None:
@@ -320,7 +316,7 @@ def _rekey(scenarios: Scenarios, seeded: Seeded, *, selector: str | None = None,
     write_context(Path(scenarios.world.info.infra_repo), target.context_key, new)
     if new.selector != old.selector:
         _records(scenarios, seeded, [("DELETE", target.dkim_host(old.selector), "TXT", [])])
-    _records(scenarios, seeded, [("UPSERT", host, "TXT", [_txt(text)])])
+    _records(scenarios, seeded, [("UPSERT", host, "TXT", [route53_txt(text)])])
     seeded.dkim = new
 
 
@@ -343,7 +339,7 @@ def _rotate(
     pending = postmark.rotate(target.postmark_account, target.zone)
     host, text = pending["DKIMPendingHost"], pending["DKIMPendingTextValue"]
     if publish:
-        _records(scenarios, seeded, [("UPSERT", host, "TXT", [_txt(text)])])
+        _records(scenarios, seeded, [("UPSERT", host, "TXT", [route53_txt(text)])])
         if confirm:
             done = postmark.confirm_dkim(target.postmark_account, target.zone, safe=safe)
             assert done["DKIMHost"] == host, f"the fake did not confirm the rotation: {done}"
@@ -383,7 +379,7 @@ def _spf_11_lookups(s: Scenarios, d: Seeded) -> None:
 
 
 def _spf_include_two_records(s: Scenarios, d: Seeded) -> None:
-    two = [_txt("v=spf1 ip4:192.0.2.1 -all"), _txt("v=spf1 ip4:192.0.2.2 -all")]
+    two = [route53_txt("v=spf1 ip4:192.0.2.1 -all"), route53_txt("v=spf1 ip4:192.0.2.2 -all")]
     s.world.publish_outside(f"two.{THIRD}", "TXT", two)
     _spf(s, d, f"v=spf1 include:spf.mtasv.net include:two.{THIRD} ~all")
 
@@ -395,7 +391,7 @@ def _spf_include_loop(s: Scenarios, d: Seeded) -> None:
 
 
 def _dmarc_several_rua(s: Scenarios, d: Seeded) -> None:
-    s.world.publish_outside(_authorization(s, d, THIRD), "TXT", [_txt(outside.AUTHORIZATION)])
+    s.world.publish_outside(_authorization(s, d, THIRD), "TXT", [route53_txt(outside.AUTHORIZATION)])
     _dmarc(
         s,
         d,
@@ -405,7 +401,7 @@ def _dmarc_several_rua(s: Scenarios, d: Seeded) -> None:
 
 
 def _spf_redirect(s: Scenarios, d: Seeded) -> None:
-    spf = [_txt("v=spf1 include:spf.mtasv.net ~all")]
+    spf = [route53_txt("v=spf1 include:spf.mtasv.net ~all")]
     parent = s.world.info.parent_zone_id
     _records(s, d, [("UPSERT", f"_spf.{d.target.domain}", "TXT", spf)], account=ROOT_ACCOUNT, zone_id=parent)
     _spf(s, d, f"v=spf1 redirect=_spf.{d.target.domain}")
@@ -428,7 +424,7 @@ def _dmarc_parent_only(s: Scenarios, d: Seeded) -> None:
                 "UPSERT",
                 f"_dmarc.{d.target.domain}",
                 "TXT",
-                [_txt("v=DMARC1; p=reject; rua=mailto:dmarc-reports@arda.cards")],
+                [route53_txt("v=DMARC1; p=reject; rua=mailto:dmarc-reports@arda.cards")],
             )
         ],
         account=ROOT_ACCOUNT,
@@ -451,7 +447,7 @@ DEFECTS: dict[str, Callable[[Scenarios, Seeded], None]] = {
                 "UPSERT",
                 d.target.zone,
                 "TXT",
-                [_txt("v=spf1 include:spf.mtasv.net ~all"), _txt("v=spf1 include:_spf.google.com ~all")],
+                [route53_txt("v=spf1 include:spf.mtasv.net ~all"), route53_txt("v=spf1 include:_spf.google.com ~all")],
             )
         ],
     ),
@@ -472,15 +468,22 @@ DEFECTS: dict[str, Callable[[Scenarios, Seeded], None]] = {
     "dmarc-third-party-rua": lambda s, d: _dmarc(s, d, f"rua=mailto:dmarc-reports@arda.cards,{THIRD_PARTY_RUA}"),
     "dmarc-policy-none": lambda s, d: _dmarc(s, d, "rua=mailto:dmarc-reports@arda.cards", policy="none"),
     "dmarc-no-policy": lambda s, d: _records(
-        s, d, [("UPSERT", d.target.dmarc_host, "TXT", [_txt("v=DMARC1; rua=mailto:dmarc-reports@arda.cards")])]
+        s, d, [("UPSERT", d.target.dmarc_host, "TXT", [route53_txt("v=DMARC1; rua=mailto:dmarc-reports@arda.cards")])]
     ),
     "dkim-one-char": lambda s, d: _records(
         s,
         d,
-        [("UPSERT", d.target.dkim_host(d.dkim.selector), "TXT", [_txt(f"k=rsa; p={_one_char(d.dkim.public_key)}")])],
+        [
+            (
+                "UPSERT",
+                d.target.dkim_host(d.dkim.selector),
+                "TXT",
+                [route53_txt(f"k=rsa; p={_one_char(d.dkim.public_key)}")],
+            )
+        ],
     ),
     "dkim-revoked": lambda s, d: _records(
-        s, d, [("UPSERT", d.target.dkim_host(d.dkim.selector), "TXT", [_txt("k=rsa; p=")])]
+        s, d, [("UPSERT", d.target.dkim_host(d.dkim.selector), "TXT", [route53_txt("k=rsa; p=")])]
     ),
     "cname-target": lambda s, d: _records(
         s, d, [("UPSERT", d.target.return_path_host, "CNAME", ["bounces.example.net"])]
