@@ -594,7 +594,11 @@ class DnsServer:
         """Each served zone's index: found by identity when the provider hands back the same Zone object (no
         hashing of every record on every question), else by value, else built."""
         indexes = []
-        for zone in self._zones():
+        zones = self._zones()
+        # every zone served now stays cached, and the versions of zones since changed are dropped now and then:
+        # a fixed bound below the number of zones rebuilt some index on every question (hundreds of partitions)
+        limit = 2 * len(zones) + 64
+        for zone in zones:
             seen = self._seen.get(id(zone))
             if seen is not None and seen[0] is zone:
                 indexes.append(seen[1])
@@ -603,10 +607,10 @@ class DnsServer:
             if index is None:
                 index = _index(zone)
                 self.errors.extend(index.problems)
-                if len(self._cache) > 256:
+                if len(self._cache) > limit:
                     self._cache.clear()
                 self._cache[zone] = index
-            if len(self._seen) > 256:
+            if len(self._seen) > limit:
                 self._seen.clear()
             self._seen[id(zone)] = (zone, index)
             indexes.append(index)

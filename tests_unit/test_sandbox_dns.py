@@ -442,3 +442,28 @@ def test_start_and_stop_are_fast_and_leave_nothing_behind() -> None:
             with socket.socket(socket.AF_INET, kind) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((address, port))  # free again: the server closed every socket
+
+
+def test_hundreds_of_zones_are_indexed_once_not_on_every_question(monkeypatch: pytest.MonkeyPatch) -> None:
+    """300 partition zones: each zone's index is built once; a cache smaller than the zones rebuilt some on every
+    question, and the server fell seconds behind at 256 partitions."""
+    import sandbox.dns_server as server_module
+
+    many = tuple(
+        Zone(f"p{i:03d}.ardamails.com.", (_rs(f"p{i:03d}.ardamails.com.", "NS", *CHILD_NS, ttl=172800),))
+        for i in range(300)
+    )
+    served = (PARENT, *many)
+    built: list[str] = []
+    real_index = server_module._index
+
+    def counting(zone: Zone) -> object:
+        built.append(zone.name)
+        return real_index(zone)
+
+    monkeypatch.setattr(server_module, "_index", counting)
+    with DnsServer(lambda: served, ADDRESSES) as running:
+        for i in (0, 150, 299, 0):
+            reply = ask(running, running.address_of(CHILD_NS[0]), f"p{i:03d}.ardamails.com.", "NS")
+            assert reply.rcode() == dns.rcode.NOERROR, f"p{i:03d}: {dns.rcode.to_text(reply.rcode())}"
+    assert len(built) == len(served), f"{len(built)} index builds for {len(served)} zones over 4 questions"
