@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +41,6 @@ from probes.observe import Credentials
 from probes.pacing import ROUTE53_BURST, ROUTE53_RATE
 
 if TYPE_CHECKING:  # sandbox (moto) is imported only by the bench process, never by the baseline's
-    from sandbox.scenarios import Scenarios
     from sandbox.world import World
 
 # The requests that must follow one another, read from the probe code (probes/observe.py, aws.py, dns.py,
@@ -176,7 +174,7 @@ def _benchmark(
             deployed = 0
             for size in sizes:
                 started = time.monotonic()
-                _seed(scenarios, names[deployed:size], options.seed_threads)
+                scenarios.seed_many(names[deployed:size], options.seed_threads)
                 deployed = size
                 print(f"\nN={size}: {size} partitions deployed ({time.monotonic() - started:.1f} s)", flush=True)
                 commands = _commands(world.info.partitions_file, names[:size], state / "reports", options.workers)
@@ -188,19 +186,6 @@ def _benchmark(
     finally:
         shutil.rmtree(state, ignore_errors=True)
     return results
-
-
-def _seed(scenarios: Scenarios, names: Sequence[str], threads: int) -> None:
-    """Deploy partitions healthy, `threads` at once (their synths are node processes that overlap); a partition
-    whose infrastructure and Postmark account an earlier one has is deployed from that one's renamed template."""
-    if not names:
-        return
-    models = scenarios.models(list(names))
-    first = [name for name, like in models.items() if like is None]
-    scenarios.seed(first[0])  # alone first: boto3's default session and its loaders warm up in one thread
-    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="seed") as pool:
-        list(pool.map(scenarios.seed, first[1:]))
-        list(pool.map(lambda name: scenarios.seed(name, like=models[name]), [n for n in models if models[n]]))
 
 
 def _set_latency(world: World, latency: Latency) -> None:

@@ -12,7 +12,8 @@ import json
 import re
 import secrets
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -151,17 +152,26 @@ class Scenarios:
             )
         return self._templates[target.name]
 
-    def models(self, names: list[str]) -> dict[str, str | None]:
-        """For seeding many partitions: the partition each one can be seeded `like` (the first seeded of its
-        infrastructure and Postmark account), None for that first one, which gets a synth of its own."""
+    def seed_many(
+        self, names: Sequence[str], threads: int, seed: Callable[[str, str | None], object] | None = None
+    ) -> None:
+        """Seed many partitions, `threads` at once: the first of each infrastructure and Postmark account with a
+        synth of its own, then the others `like` it (a rename). `seed(name, like)` seeds one (default: healthy)."""
+        one = seed or (lambda name, like: self.seed(name, like=like))
         targets = self.world.config.targets
         first: dict[tuple[str, str], str] = {}
-        found: dict[str, str | None] = {}
+        like: dict[str, str | None] = {}
         for name in names:
             kind = (targets[name].infrastructure, targets[name].postmark_account)
-            found[name] = first.get(kind)
+            like[name] = first.get(kind)
             first.setdefault(kind, name)
-        return found
+        models = list(first.values())
+        if not models:
+            return
+        one(models[0], None)  # alone first: boto3's default session and its loaders warm up in one thread
+        with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="seed") as pool:
+            list(pool.map(lambda name: one(name, None), models[1:]))
+            list(pool.map(lambda name: one(name, like[name]), [n for n in names if like[n] is not None]))
 
 
 def renamed_template(

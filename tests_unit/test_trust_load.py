@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -150,20 +149,14 @@ def main(work: Path) -> None:
         scenarios = Scenarios(world)
         names = list(world.config.targets)
 
-        models = scenarios.models(names)  # a synth for the first of each kind, a renamed template for the others
-
-        def seed(name: str) -> None:
+        def seed(name: str, like: str | None) -> None:
             defects = (DEFECTS[name][0],) if name in DEFECTS else ()
-            scenarios.seed(name, defects=defects, verified=name != STUCK, like=models[name])
+            scenarios.seed(name, defects=defects, verified=name != STUCK, like=like)
             if name == STUCK:
                 world.postmark.stuck(world.config.targets[name].postmark_account, world.config.targets[name].zone)
 
         seeding = time.monotonic()
-        seed(names[0])  # alone first: boto3's loaders warm up in one thread
-        firsts = [name for name in names[1:] if models[name] is None]
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            list(pool.map(seed, firsts))
-            list(pool.map(seed, [name for name in names[1:] if models[name] is not None]))
+        scenarios.seed_many(names, threads=3, seed=seed)  # a synth per infrastructure and account, renames after
         seeding = time.monotonic() - seeding
         world.postmark.calls.clear()
         world.postmark.inject(PostmarkFault(429, every=3))
