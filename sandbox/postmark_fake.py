@@ -176,10 +176,11 @@ class PostmarkFake:
         self.verify_delay = verify_delay
         self.revoke_grace = revoke_grace
         self.key_bits = key_bits
-        # an unknown domain ID: 404, "Entity doesn't exist" (API overview, HTTP response codes; postmark.js
-        # test/integration/Domains.test.ts expects 404 deleting a domain that is gone). The overview's error code
-        # list also has 510 "This domain was not found" for 422 answers: set 422 to serve that form.
-        self.not_found_status = 404
+        # an unknown domain ID: 422 with ErrorCode 510 "This domain was not found." (API overview, its API error
+        # codes, which 422 answers carry; support article "Troubleshooting 422 Unprocessable Entity Errors": a 404
+        # means the endpoint does not exist). Set 404 to serve the "Entity doesn't exist" form a client must also
+        # read as gone (the overview's HTTP response codes).
+        self.not_found_status = 422
         self.latency = 0.0
         self.dns_timeout = DNS_TIMEOUT
         self.calls: list[Call] = []
@@ -326,7 +327,7 @@ class PostmarkFake:
             self._senders.clear()
             self._faults.clear()
             self.calls.clear()
-        self.not_found_status = 404
+        self.not_found_status = 422
 
     # the API
 

@@ -209,7 +209,7 @@ def test_account_token_selects_the_account_and_a_bad_or_missing_token_is_401(fak
         created = create(nonprod, "dev.ardamails.com")
         assert nonprod.get("/domains", params={"count": 10, "offset": 0}).json()["TotalCount"] == 1
         assert prod.get("/domains", params={"count": 10, "offset": 0}).json() == {"TotalCount": 0, "Domains": []}
-        assert error(prod.get(f"/domains/{created['ID']}"))[:2] == (404, 510)
+        assert error(prod.get(f"/domains/{created['ID']}"))[:2] == (422, 510)
         missing = anonymous.get("/domains", params={"count": 10, "offset": 0})
         wrong = anonymous.get("/domains", params={"count": 10, "offset": 0}, headers={HEADER: "not-a-token"})
     for response in (missing, wrong):
@@ -275,11 +275,11 @@ def test_paths_are_case_insensitive(fake: PostmarkFake, dns_server: TinyDns) -> 
 
 
 @pytest.mark.parametrize("status", [404, 422])
-def test_unknown_domain_id_is_404_or_the_documented_422_with_error_code_510(fake: PostmarkFake, status: int) -> None:
-    """404 "Entity doesn't exist" by default (API overview; postmark.js's integration test expects 404 for a domain
-    that is gone); the 422 form with the overview's ErrorCode 510 on request."""
-    if status == 422:
-        fake.not_found_status = 422
+def test_unknown_domain_id_is_the_documented_422_with_error_code_510_or_404(fake: PostmarkFake, status: int) -> None:
+    """422 with the overview's ErrorCode 510 "This domain was not found." by default; 404 "Entity doesn't exist"
+    on request (both forms a client must read as gone)."""
+    if status == 404:
+        fake.not_found_status = 404
     with client(fake) as api:
         responses = [
             api.get("/domains/999999"),
@@ -293,7 +293,7 @@ def test_unknown_domain_id_is_404_or_the_documented_422_with_error_code_510(fake
     assert unknown_route.status_code == 404
     assert "/domains" in unknown_route.json()["Message"]
     fake.reset()
-    assert fake.not_found_status == 404
+    assert fake.not_found_status == 422
 
 
 def test_post_creates_the_full_record_and_get_returns_it(fake: PostmarkFake) -> None:
@@ -654,7 +654,7 @@ def test_every_third_matching_request_fails_and_count_limits_it(fake: PostmarkFa
         fake.inject(PostmarkFault(status=500, every=2, count=2))
         limited = [api.get("/domains", params={"count": 1, "offset": 0}).status_code for _ in range(8)]
     assert statuses == [200, 200, 503] * 3
-    assert unmatched == 404
+    assert unmatched == 422, "the fault's path does not match /domains/1: the unknown ID's own answer, not 503"
     assert limited == [200, 500, 200, 500, 200, 200, 200, 200]
 
 
