@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from plugins import run_folders
-from plugins.gates import Records, gate_updates, verification_cells
-from plugins.matrix import OUTCOMES, build_matrix, matrix_html, outcome_of
+from plugins.gates import Records
+from plugins.matrix import OUTCOMES, Matrix, build_matrix, outcome_of
 from plugins.outcome import FAILED_OUTCOMES
 from plugins.report_html import sections
 from plugins.run_state import write_atomic
@@ -44,12 +44,15 @@ from plugins.signoff import (
     Result,
     _check_entry,
     file_digest,
-    log_updates,
+    file_result,
     partition_rows,
     result_of,
     signoff_markdown,
+    signoff_table_html,
+    update_run_files,
+    verdict_matrix_html,
 )
-from plugins.signoff_log import HEADER, LogResult, Row, update_file, update_matrix_file
+from plugins.signoff_log import HEADER, LogResult, Row
 from probes.config import Config, ConfigError, Target, load
 from probes.secrets import redact
 
@@ -164,10 +167,10 @@ def merge(shards: Sequence[Shard], config: Config) -> Merged:
     for shard in ordered:
         results = [result_of(entry) for entry in shard.document.get("checks") or []]
         shard_deselected = list(shard.document.get("deselected") or [])
-        deploys.update((str(d["partition"]), d) for d in shard.document.get("deploys") or [])
+        shard_deploys = {str(d["partition"]): d for d in shard.document.get("deploys") or []}
+        deploys.update(shard_deploys)
         mine = [t for t in targets if t.name in shard.partitions]
         everything = [*results, *(result_of(_deselected_entry(c)) for c in shard_deselected)]
-        shard_deploys = {str(d["partition"]): d for d in shard.document.get("deploys") or []}
         for row in partition_rows(mine, everything, shard_deploys, shard.run["date"], complete=True):
             rows[row.partition] = row
         for result in results:
@@ -289,34 +292,28 @@ def document(
         },
         "rows": [dict(zip(HEADER, row.table_cells(), strict=True)) for row in merged.rows],
         "deploys": list(merged.deploys.values()),
-        "log": {"path": str(log.path), "status": log.status, "message": log.message} if log else None,
-        "verification": (
-            {"path": str(matrix.path), "status": matrix.status, "message": matrix.message} if matrix else None
-        ),
+        "log": file_result(log),
+        "verification": file_result(matrix),
         "checks": [_check_entry(result, MAX_EVIDENCE_LINES) for result in merged.results],
         "deselected": merged.deselected,
     }
 
 
-def summary_html(merged: Merged, shards: Sequence[Shard], folder: Path, entries: list[dict[str, Any]]) -> str:
+def summary_html(
+    merged: Merged, shards: Sequence[Shard], folder: Path, entries: list[dict[str, Any]], matrix: Matrix
+) -> str:
     """A self-contained page: the shards, the sign-off table, the verdict matrix, each partition and check."""
     partitions = [t.name for t in merged.targets]
-    head = "".join(f"<th>{escape(name)}</th>" for name in HEADER)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row.table_cells()) + "</tr>" for row in merged.rows
-    )
     shard_rows = "".join(
         f"<tr><td>{escape(str(s.folder))}</td><td>{escape(', '.join(s.partitions))}</td>"
         f"<td>{escape(str(s.document.get('exitstatus')))}</td><td><code>{escape(str(s.run.get('command')))}</code></td></tr>"
         for s in shards
     )
-    matrix = build_matrix([*entries, *map(_deselected_entry, merged.deselected)], partitions)
     return (
         '<!DOCTYPE html><html><head><meta charset="utf-8"><title>mailgate merged sign-off</title></head><body>'
         f"<h1>mailgate sign-off, merged from {len(shards)} shard(s)</h1>"
         f"<table><tr><th>shard</th><th>partitions</th><th>exit</th><th>command</th></tr>{shard_rows}</table>"
-        f'<h2>Sign-off</h2><table id="mailgate-signoff"><tr>{head}</tr>{body}</table>'
-        f'<h2 id="mailgate-verdict">Verdict matrix</h2>{matrix_html(matrix)}'
+        f"{signoff_table_html(merged.rows, complete=True)}{verdict_matrix_html(matrix)}"
         f"{sections(entries, partitions, merged.deploys, folder, {})}</body></html>\n"  # diff summaries stay per shard
     )
 
@@ -326,36 +323,20 @@ def write(out: Path, shards: Sequence[Shard], merged: Merged, config: Config, si
     refuse_out(out, shards)
     now = datetime.now(UTC)
     folder = run_folders.claim(out, run_folders.name("merge", ",".join(t.name for t in merged.targets), now), now)
-    records = Records.of(document(merged, shards, config, None))
-    log = None
-    if signoff_log is not None:  # the cascade rows and the gate rows, as the run's sign-off plugin writes them
-        gates = config.file.signoff.gates
-        decided = gate_updates(records, gates.entry_criteria, gates.production_confirmation)
-        log = update_file(signoff_log, log_updates(merged.rows), decided)
-    verification = config.file.signoff.verification
-    matrix_file = config.verification_file
-    matrix = (
-        update_matrix_file(matrix_file, verification_cells(records, verification.rows), verification.status_column)
-        if matrix_file is not None
-        else None
-    )
-    data = document(merged, shards, config, log, matrix)
+    data = document(merged, shards, config, None)
+    log, matrix_file = update_run_files(config, signoff_log, Records.of(data), merged.rows)
+    data["log"], data["verification"] = file_result(log), file_result(matrix_file)
     heading = f"Merged from {len(shards)} shard(s): " + "; ".join(
         f"`{s.run.get('command')}` ({', '.join(s.partitions)})" for s in shards
     )
-    matrix_entries = [*data["checks"], *map(_deselected_entry, merged.deselected)]
+    matrix = build_matrix([*data["checks"], *map(_deselected_entry, merged.deselected)], data["run"]["partitions"])
     markdown = signoff_markdown(
-        heading,
-        complete=True,
-        rows=merged.rows,
-        matrix=build_matrix(matrix_entries, data["run"]["partitions"]),
-        results=merged.results,
-        log=log,
+        heading, complete=True, rows=merged.rows, matrix=matrix, results=merged.results, log=log
     )
     write_atomic(folder / "signoff.json", redact(json.dumps(data, indent=2, ensure_ascii=False)).encode())
     write_atomic(folder / "signoff.md", redact(markdown).encode())
     write_atomic(folder / "junit.xml", merged_junit(merged, shards))
-    write_atomic(folder / "report.html", redact(summary_html(merged, shards, folder, data["checks"])).encode())
+    write_atomic(folder / "report.html", redact(summary_html(merged, shards, folder, data["checks"], matrix)).encode())
     return folder
 
 

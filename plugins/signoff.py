@@ -45,7 +45,7 @@ from plugins.signoff_log import (
 )
 from plugins.verdict import REASON_ATTR, ClosingSection
 from plugins.waivers import describe, notes, waiver_of
-from probes.config import Target
+from probes.config import Config, Target
 from probes.secrets import redact
 
 PHASE_COLUMN = {"preflight": "Pre-flight", "postmerge": "Verified"}
@@ -232,6 +232,47 @@ def result_of(entry: Mapping[str, Any]) -> Result:
     )
 
 
+def update_run_files(
+    config: Config, signoff_log: Path | None, records: Records, rows: Sequence[Row]
+) -> tuple[LogResult | None, LogResult | None]:
+    """The execution log's partition and gate rows and the verification matrix's cells, decided from one run's
+    records: a run and mailgate-merge write them alike. (None where the file is not configured.)"""
+    log = None
+    if signoff_log is not None:
+        gates = config.file.signoff.gates
+        decided = gate_updates(records, gates.entry_criteria, gates.production_confirmation)
+        log = update_file(signoff_log, log_updates(rows), decided)
+    matrix = None
+    if config.verification_file is not None:
+        spec = config.file.signoff.verification
+        cells = verification_cells(records, spec.rows)
+        matrix = update_matrix_file(config.verification_file, cells, spec.status_column)
+    return log, matrix
+
+
+def file_result(result: LogResult | None) -> dict[str, str] | None:
+    """What signoff.json says of an updated file (execution log, verification matrix)."""
+    return {"path": str(result.path), "status": result.status, "message": result.message} if result else None
+
+
+def signoff_table_html(rows: Sequence[Row], complete: bool) -> str:
+    """The sign-off table for a report page, with an INCOMPLETE banner for an interrupted run."""
+    head = "".join(f"<th>{escape(name)}</th>" for name in HEADER)
+    body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row.table_cells()) + "</tr>" for row in rows)
+    banner = (
+        ""
+        if complete
+        else '<p class="mailgate-incomplete"><strong>INCOMPLETE: the run was interrupted; '
+        "cells cover only the checks that finished.</strong></p>"
+    )
+    return f'<h2>Sign-off</h2>{banner}<table id="mailgate-signoff"><tr>{head}</tr>{body}</table>'
+
+
+def verdict_matrix_html(matrix: Matrix) -> str:
+    """The verdict matrix under its heading, for a report page."""
+    return f'<h2 id="mailgate-verdict">Verdict matrix</h2>{matrix_html(matrix)}'
+
+
 class Recorder:
     """The controller's record of this run: expected checks, their reports, the deploys; writes at session end."""
 
@@ -294,8 +335,11 @@ class Recorder:
         chosen = self.config.stash.get(SELECTION, None)
         self.rows = self._rows(chosen)
         folder = reports_dir(self.config)
-        log = self._update_log(chosen)
-        matrix = self._update_matrix(chosen)
+        log, matrix = (
+            update_run_files(chosen.config, chosen.signoff_log, self.records(chosen), self.rows)
+            if chosen
+            else (None, None)
+        )
         ended = datetime.now().astimezone()
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -333,20 +377,6 @@ class Recorder:
             }
         )
 
-    def _update_log(self, chosen: Selection | None) -> LogResult | None:
-        if chosen is None or chosen.signoff_log is None:
-            return None
-        spec = chosen.config.file.signoff.gates
-        decided = gate_updates(self.records(chosen), spec.entry_criteria, spec.production_confirmation)
-        return update_file(chosen.signoff_log, log_updates(self.rows), decided)
-
-    def _update_matrix(self, chosen: Selection | None) -> LogResult | None:
-        matrix = chosen.config.verification_file if chosen else None
-        if chosen is None or matrix is None:
-            return None
-        spec = chosen.config.file.signoff.verification
-        return update_matrix_file(matrix, verification_cells(self.records(chosen), spec.rows), spec.status_column)
-
     def _document(
         self,
         chosen: Selection | None,
@@ -379,10 +409,8 @@ class Recorder:
             },
             "rows": [dict(zip(HEADER, row.table_cells(), strict=True)) for row in self.rows],
             "deploys": list(self.deploys.values()),
-            "log": {"path": str(log.path), "status": log.status, "message": log.message} if log else None,
-            "verification": (
-                {"path": str(matrix.path), "status": matrix.status, "message": matrix.message} if matrix else None
-            ),
+            "log": file_result(log),
+            "verification": file_result(matrix),
             "checks": [_check_entry(result, MAX_EVIDENCE_LINES) for result in self.results.values()],
             "deselected": [asdict(check) for check in self.deselected.values()],
         }
@@ -406,19 +434,7 @@ class Recorder:
         """The sign-off table first in the report's summary, and an INCOMPLETE banner for an interrupted run."""
         if not self.ran_checks():
             return
-        head = "".join(f"<th>{escape(name)}</th>" for name in HEADER)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row.table_cells()) + "</tr>" for row in self.rows
-        )
-        banner = (
-            ""
-            if self.complete
-            else '<p class="mailgate-incomplete"><strong>INCOMPLETE: the run was interrupted; '
-            "cells cover only the checks that finished.</strong></p>"
-        )
-        table = f'<h2>Sign-off</h2>{banner}<table id="mailgate-signoff"><tr>{head}</tr>{body}</table>'
-        matrix = f'<h2 id="mailgate-verdict">Verdict matrix</h2>{matrix_html(self.matrix())}'
-        prefix[:0] = [redact(matrix), redact(table)]
+        prefix[:0] = [redact(verdict_matrix_html(self.matrix())), redact(signoff_table_html(self.rows, self.complete))]
         html = getattr(self.config.option, "htmlpath", None)
         report_dir = Path(html).resolve().parent if html else reports_dir(self.config)
         chosen = self.config.stash.get(SELECTION, None)
