@@ -13,6 +13,7 @@ from typing import Any
 def teach_moto_secrets() -> None:
     """moto's CloudFormation skips AWS::SecretsManager::Secret (its Ref becomes null); teach it that one type."""
     import secrets
+    import threading
 
     from moto.cloudformation import parsing
     from moto.core.common_models import CloudFormationModel
@@ -20,6 +21,10 @@ def teach_moto_secrets() -> None:
 
     if "AWS::SecretsManager::Secret" in parsing.get_model_map():
         return
+    # moto's Secrets Manager backend is a plain dict per region, not safe to write from two threads: two stacks
+    # created at once (parallel seeding, parallel deploys) raised "dictionary changed size during iteration"
+    # in create_secret. Real Secrets Manager takes concurrent creates; here they take turns.
+    creating = threading.Lock()
 
     class CfnSecret(CloudFormationModel):
         __module__ = "moto.secretsmanager.cloudformation"  # moto files models by the service in their module name
@@ -44,17 +49,18 @@ def teach_moto_secrets() -> None:
             cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
         ) -> CfnSecret:
             properties = cloudformation_json["Properties"]
-            created = secretsmanager_backends[account_id][region_name].create_secret(
-                name=resource_name,
-                secret_string=properties.get("SecretString") or secrets.token_urlsafe(32),
-                secret_binary=None,
-                description=properties.get("Description"),
-                tags=properties.get("Tags"),
-                kms_key_id=properties.get("KmsKeyId"),
-                client_request_token=None,
-                replica_regions=[],
-                force_overwrite=False,
-            )
+            with creating:
+                created = secretsmanager_backends[account_id][region_name].create_secret(
+                    name=resource_name,
+                    secret_string=properties.get("SecretString") or secrets.token_urlsafe(32),
+                    secret_binary=None,
+                    description=properties.get("Description"),
+                    tags=properties.get("Tags"),
+                    kms_key_id=properties.get("KmsKeyId"),
+                    client_request_token=None,
+                    replica_regions=[],
+                    force_overwrite=False,
+                )
             return cls(json.loads(created)["ARN"])
 
         @property
