@@ -78,14 +78,28 @@ def session_scenarios(world: World) -> Scenarios:
     return Scenarios(world)
 
 
+@pytest.fixture(scope="session")
+def synth_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder of synthesized assemblies for the whole session, shared by its xdist workers: the sandbox's
+    `cdk-runner` (SANDBOX_SYNTH_CACHE) synthesizes inputs it has not seen and copies the assembly of inputs it
+    has. Scenario tests synthesize the same four unchanged partitions dozens of times; tests_unit/test_infra_app.py
+    runs the CDK app without it and proves a copy equals a synth."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    path = shared / "synth-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 @pytest.fixture
-def scenarios(session_scenarios: Scenarios, monkeypatch: pytest.MonkeyPatch) -> Scenarios:
+def scenarios(session_scenarios: Scenarios, synth_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Scenarios:
     """A fresh world (nothing deployed, no faults) and this process's environment pointed at it."""
     session_scenarios.reset()
     for name in UNSET_ENV:
         monkeypatch.delenv(name, raising=False)
     for name, value in session_scenarios.world.env().items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SANDBOX_SYNTH_CACHE", str(synth_cache))
     return session_scenarios
 
 

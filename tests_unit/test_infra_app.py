@@ -45,8 +45,14 @@ SELECTOR = "20260526234343pm"
 MOTO_ACCOUNT = "424242424242"
 
 
-def _run(args: list[str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **PLAIN_OUTPUT}  # with CI=true node tools would colour their output
+def _run(
+    args: list[str], cwd: Path, timeout: float = 180, cache: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command of the app; its synths are real unless `cache` names a synth cache (SANDBOX_SYNTH_CACHE)."""
+    env = {k: v for k, v in os.environ.items() if k != "SANDBOX_SYNTH_CACHE"}
+    env |= PLAIN_OUTPUT  # with CI=true node tools would colour their output
+    if cache is not None:
+        env["SANDBOX_SYNTH_CACHE"] = str(cache)
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False, env=env)
 
 
@@ -87,8 +93,8 @@ def repo(tmp_path: Path, node_modules: Path) -> Path:
     return copy
 
 
-def _synth(repo: Path, instance: str, out: Path) -> subprocess.CompletedProcess[str]:
-    return _run(["npm", "run", "--silent", "synth", "--", instance, str(out)], repo)
+def _synth(repo: Path, instance: str, out: Path, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return _run(["npm", "run", "--silent", "synth", "--", instance, str(out)], repo, cache=cache)
 
 
 def _dkim_key() -> str:
@@ -165,6 +171,41 @@ def test_four_partitions_synthesize_concurrently_without_a_build(repo: Path, tmp
     after = sorted(p.relative_to(repo) for p in repo.rglob("*") if "node_modules" not in p.parts)
     assert after == before, "synth wrote into the repo (a shared file makes concurrent synths interfere)"
     print(f"4 concurrent synths: {elapsed:.1f} s")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_synth_cache_copies_a_real_synth_of_the_same_inputs_and_only_those(repo: Path, tmp_path: Path) -> None:
+    """The suite's scenario tests synthesize through SANDBOX_SYNTH_CACHE: a copy must be what a synth of the same
+    inputs gives, output included; any input changed, or a failed synth, must mean a real synth."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    real = _synth(repo, "Alpha002/dev", tmp_path / "real")
+    first = _synth(repo, "Alpha002/dev", tmp_path / "first", cache)
+    copied = _synth(repo, "Alpha002/dev", tmp_path / "copied", cache)
+
+    for result in (real, first, copied):
+        assert result.returncode == 0, _explain(result)
+    assert _files(tmp_path / "copied") == _files(tmp_path / "first") == _files(tmp_path / "real")
+    assert (copied.stdout, copied.stderr) == (first.stdout, first.stderr)
+    assert "cdk.context.json has no partitionMail:Alpha002:dev entry" in copied.stderr, copied.stderr
+    (entry,) = [p for p in cache.iterdir() if p.is_dir()]
+    template = entry / "assembly" / "Alpha002-dev-Email.template.json"
+    template.write_text(template.read_text().replace("dmarc-reports@", "copied-from-the-cache@"))
+    assert _synth(repo, "Alpha002/dev", tmp_path / "marked", cache).returncode == 0
+    assert "copied-from-the-cache@" in (tmp_path / "marked" / template.name).read_text(), "same inputs: a copy"
+
+    _write_context(repo, "partitionMail:Alpha002:dev", _dkim_key())
+    changed = _synth(repo, "Alpha002/dev", tmp_path / "changed", cache)
+    assert changed.returncode == 0, _explain(changed)
+    assert "copied-from-the-cache@" not in (tmp_path / "changed" / template.name).read_text(), "new inputs: a synth"
+    assert "has no partitionMail:Alpha002:dev entry" not in changed.stderr
+    _write_context(repo, "partitionMail:Alpha002:dev", "not base64!")
+    assert _synth(repo, "Alpha002/dev", tmp_path / "failed", cache).returncode != 0
+    assert _synth(repo, "Alpha002/dev", tmp_path / "again", cache).returncode != 0, "a failed synth is never kept"
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == 2, sorted(cache.iterdir())
 
 
 def test_unknown_instance_lists_the_known_ones(repo: Path, tmp_path: Path) -> None:

@@ -8,7 +8,9 @@
 //   diff <I>/<P> <deployed-template.json> [<out-dir>]  synth (into <out-dir>, default a fresh temp dir; an
 //                                                    <out-dir> that holds the stack already is used as it is),
 //                                                    then `cdk diff` against the template file: offline
+// SANDBOX_SYNTH_CACHE=<folder>: a synth of inputs synthesized before copies that assembly (see cachedSynth).
 const { spawnSync } = require("node:child_process");
+const crypto = require("node:crypto");
 const fs = require("node:fs");
 const os = require("node:os");
 const path = require("node:path");
@@ -69,7 +71,67 @@ function synth(instance, outDir) {
   // The CLI runs --app through a shell as one string: pass paths relative to ROOT, unquoted.
   const file = path.relative(ROOT, instanceFile(instance));
   const app = `${process.execPath} --enable-source-maps -r ./tools/ts-register.cjs ${file}`;
-  return cdk(["synth", "--app", app, "--output", outDir, "--quiet"]);
+  const args = ["synth", "--app", app, "--output", outDir, "--quiet"];
+  const cache = process.env.SANDBOX_SYNTH_CACHE;
+  return cache ? cachedSynth(cache, instance, outDir, args) : cdk(args);
+}
+
+/**
+ * Every input a synth reads, hashed: the repo's files (node_modules and outputs aside; package-lock.json pins
+ * what node_modules holds), the instance, node's version and the CDK_* environment (CDK_VALIDATION,
+ * CDK_CONTEXT_JSON...). Equal keys mean the same assembly and the same output, byte for byte.
+ */
+function synthKey(instance) {
+  const hash = crypto.createHash("sha256");
+  const skip = new Set(["node_modules", "dist", ".git"]);
+  const walk = (dir) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      if (skip.has(entry.name) || entry.name.startsWith("cdk.out")) continue;
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(full);
+      else if (entry.isFile())
+        hash.update(`${path.relative(ROOT, full)}\0${fs.readFileSync(full).length}\0`).update(fs.readFileSync(full));
+    }
+  };
+  walk(ROOT);
+  const env = Object.keys(process.env)
+    .filter((k) => k.startsWith("CDK_"))
+    .sort();
+  hash.update(JSON.stringify([instance, process.version, env.map((k) => [k, process.env[k]])]));
+  return hash.digest("hex");
+}
+
+/**
+ * A synth whose inputs were synthesized before (SANDBOX_SYNTH_CACHE names the folder) copies that synth's
+ * assembly and replays its output instead of running the CLI again: the suite synthesizes the same four
+ * partitions of unchanged repos dozens of times. A failed synth is never kept, so every failure is a real one.
+ */
+function cachedSynth(cache, instance, outDir, args) {
+  const key = synthKey(instance);
+  const entry = path.join(cache, key);
+  if (fs.existsSync(path.join(entry, "done.json"))) {
+    const { stdout, stderr } = JSON.parse(fs.readFileSync(path.join(entry, "done.json"), "utf8"));
+    fs.cpSync(path.join(entry, "assembly"), outDir, { recursive: true });
+    process.stdout.write(stdout);
+    process.stderr.write(stderr);
+    return 0;
+  }
+  const env = { ...process.env, CDK_VALIDATION: process.env.CDK_VALIDATION ?? "false" };
+  const result = spawnSync(process.execPath, [CDK, ...args], { cwd: ROOT, env, encoding: "utf8" });
+  if (result.error) fail(`cannot run the CDK CLI: ${result.error.message}`, 1);
+  process.stdout.write(result.stdout);
+  process.stderr.write(result.stderr);
+  if (result.status !== 0) return result.status ?? 1;
+  // written aside, then renamed into place: a concurrent synth of the same key sees all of it or none
+  const staging = fs.mkdtempSync(path.join(cache, `${key}.tmp-`));
+  fs.cpSync(outDir, path.join(staging, "assembly"), { recursive: true });
+  fs.writeFileSync(path.join(staging, "done.json"), JSON.stringify({ stdout: result.stdout, stderr: result.stderr }));
+  try {
+    fs.renameSync(staging, entry);
+  } catch {
+    fs.rmSync(staging, { recursive: true, force: true }); // another synth of the same inputs got there first
+  }
+  return 0;
 }
 
 function main([command, instance, ...rest]) {
