@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sandbox.suite import POSTMERGE_CHECKS, suite_args
+from sandbox.suite import POSTMERGE_CHECKS, QUICK_CODE, suite_args
 
 
 def _variant(scenarios, tmp_path: Path, after: dict[str, list[str]] | None = None, **infra: str) -> str:
@@ -32,15 +32,12 @@ def _variant(scenarios, tmp_path: Path, after: dict[str, list[str]] | None = Non
     return str(path)
 
 
-QUICK = {"build": "true", "lint": "true", "test": "true"}
-
-
 def test_without_deploy_nothing_is_written(scenarios, run_checks, tmp_path: Path) -> None:
     scenarios.seed("dev")
     scenarios.world.aws.calls.clear()
     scenarios.world.postmark.calls.clear()
     run = run_checks(
-        "--partition", "dev", "--no-postmark-verify", "--partitions-file", _variant(scenarios, tmp_path, **QUICK)
+        "--partition", "dev", "--no-postmark-verify", "--partitions-file", _variant(scenarios, tmp_path, **QUICK_CODE)
     )
     assert run.failed() == set(), run.messages
     assert scenarios.world.aws.writes() == []
@@ -48,7 +45,7 @@ def test_without_deploy_nothing_is_written(scenarios, run_checks, tmp_path: Path
 
 
 def test_deploy_refused_after_a_failed_preflight_check(scenarios, run_checks, tmp_path: Path) -> None:
-    partitions = _variant(scenarios, tmp_path, **{**QUICK, "lint": "echo 'lint: 3 problems' && false"})
+    partitions = _variant(scenarios, tmp_path, **{**QUICK_CODE, "lint": "echo 'lint: 3 problems' && false"})
     run = run_checks("--partition", "dev", "--deploy", "--partitions-file", partitions)
     assert run.outcomes["test_lint"] == "failed"
     assert {run.outcomes[f"{check}[dev]"] for check in POSTMERGE_CHECKS} == {"error"}
@@ -57,9 +54,8 @@ def test_deploy_refused_after_a_failed_preflight_check(scenarios, run_checks, tm
 
 
 def test_deploy_refused_when_a_preflight_check_was_deselected(scenarios, run_checks, tmp_path: Path) -> None:
-    run = run_checks(
-        "--partition", "dev", "--deploy", "-m", "postmerge", "--partitions-file", _variant(scenarios, tmp_path, **QUICK)
-    )
+    partitions = _variant(scenarios, tmp_path, **QUICK_CODE)
+    run = run_checks("--partition", "dev", "--deploy", "-m", "postmerge", "--partitions-file", partitions)
     message = run.messages["test_stack_status[dev]"]
     assert "not deployed: preflight check test_infra_repo_clean did not run in this run (deselected?)" in message
     assert "preflight check test_synth_runs[dev] did not run in this run" in message
@@ -77,7 +73,7 @@ def test_production_needs_its_own_confirmation(  # noqa: PLR0917 - fixtures and 
     scenarios, run_checks, tmp_path: Path, monkeypatch, args, why
 ) -> None:
     monkeypatch.setenv("CI", "true")
-    partitions = _variant(scenarios, tmp_path, after={"prod": ["dev"]}, **QUICK)
+    partitions = _variant(scenarios, tmp_path, after={"prod": ["dev"]}, **QUICK_CODE)
     run = run_checks("--partition", "dev,prod", "--deploy", *args, "--partitions-file", partitions)
     assert why in run.messages["test_stack_status[prod]"]
     assert {run.outcomes[f"{check}[prod]"] for check in POSTMERGE_CHECKS} == {"error"}
@@ -85,7 +81,7 @@ def test_production_needs_its_own_confirmation(  # noqa: PLR0917 - fixtures and 
 
 
 def test_a_deploy_that_prints_done_and_exits_255_fails(scenarios, run_checks, tmp_path: Path) -> None:
-    partitions = _variant(scenarios, tmp_path, **QUICK, deploy="echo done; exit 255")
+    partitions = _variant(scenarios, tmp_path, **QUICK_CODE, deploy="echo done; exit 255")
     run = run_checks("--partition", "dev", "--deploy", "--partitions-file", partitions)
     message = run.messages["test_stack_status[dev]"]
     assert "deploy failed: `echo done; exit 255` exited 255" in message
@@ -97,7 +93,7 @@ def test_a_hung_deploy_is_killed_at_the_timeout(scenarios, run_checks, tmp_path:
     marker = f"mailgate-hang-{os.getpid()}-{time.time_ns()}"
     script = 'trap "" TERM; sleep 300 & exec -a ' + marker + " sleep 300"
     hang = "bash -c " + shlex.quote(script)
-    partitions = _variant(scenarios, tmp_path, **QUICK, deploy=hang)
+    partitions = _variant(scenarios, tmp_path, **QUICK_CODE, deploy=hang)
     started = time.monotonic()
     run = run_checks("--partition", "dev", "--deploy", "--deploy-timeout", "2", "--partitions-file", partitions)
     assert time.monotonic() - started < 60
@@ -107,11 +103,12 @@ def test_a_hung_deploy_is_killed_at_the_timeout(scenarios, run_checks, tmp_path:
 
 
 def test_full_path_for_four_partitions_under_xdist_deploys_each_once(scenarios, pytester, tmp_path: Path) -> None:
-    """Real commands: preflight passes, each partition is deployed exactly once, postmerge passes."""
+    """Real synth, diff, deploy and postmerge: preflight passes, each partition is deployed exactly once, postmerge
+    passes. (The code steps' real build, lint and unit tests are test_preflight_checks.py's subject.)"""
     counter = tmp_path / "deploys.txt"
     sandbox_deploy = f"{shlex.quote(sys.executable)} -m sandbox deploy {{infrastructure}} {{partition}}"
     deploy = f"echo {{partition}} >> {shlex.quote(str(counter))} && {sandbox_deploy}"
-    partitions = _variant(scenarios, tmp_path, deploy=deploy)
+    partitions = _variant(scenarios, tmp_path, **QUICK_CODE, deploy=deploy)
     result = pytester.runpytest_subprocess(
         *suite_args(
             "-n",
@@ -132,7 +129,7 @@ def test_full_path_for_four_partitions_under_xdist_deploys_each_once(scenarios, 
 
 def test_ctrl_c_during_a_deploy_kills_it_and_reports_the_partition_interrupted(scenarios, tmp_path: Path) -> None:
     marker = f"mailgate-ctrl-c-{os.getpid()}-{time.time_ns()}"
-    partitions = _variant(scenarios, tmp_path, **QUICK, deploy=f"exec -a {marker} sleep 300")
+    partitions = _variant(scenarios, tmp_path, **QUICK_CODE, deploy=f"exec -a {marker} sleep 300")
     reports = tmp_path / "reports"
     run = subprocess.Popen(
         [

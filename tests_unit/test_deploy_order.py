@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.suite import POSTMERGE_CHECKS, suite_args
-from tests_unit.test_deploy import QUICK, _variant
+from sandbox.suite import POSTMERGE_CHECKS, QUICK_CODE, suite_args
+from tests_unit.test_deploy import _variant
 
 LOG = (Path(__file__).parent / "data" / "execution-log.md").read_text(encoding="utf-8")
 SANDBOX_DEPLOY = f"{shlex.quote(sys.executable)} -m sandbox deploy {{infrastructure}} {{partition}}"
@@ -38,7 +38,7 @@ def _deploys(reports: Path) -> dict[str, dict]:
 
 def test_a_failed_predecessor_stops_every_partition_after_it(scenarios, run_checks, tmp_path: Path) -> None:
     times = tmp_path / "times.txt"
-    partitions = _variant(scenarios, tmp_path, **QUICK, deploy=_timed(times, fail="dev"))
+    partitions = _variant(scenarios, tmp_path, **QUICK_CODE, deploy=_timed(times, fail="dev"))
     run = run_checks("--deploy", "--confirm-production", "prod", "--partitions-file", partitions)
     assert run.ret == pytest.ExitCode.TESTS_FAILED
     assert [key for key in _times(times)] == [("start", "dev")], "only dev may have been deployed"
@@ -61,7 +61,7 @@ def test_under_xdist_each_waits_for_its_predecessors_verdict_and_independent_one
     scenarios, pytester, tmp_path: Path
 ) -> None:
     times = tmp_path / "times.txt"
-    partitions = _variant(scenarios, tmp_path, **QUICK, deploy=_timed(times))
+    partitions = _variant(scenarios, tmp_path, **QUICK_CODE, deploy=_timed(times))
     reports = tmp_path / "reports"
     args = ("-n", "4", "--deploy", "--confirm-production", "prod", "-q")
     result = pytester.runpytest_subprocess(
@@ -89,7 +89,7 @@ def test_a_predecessor_outside_the_run_counts_as_verified_from_the_execution_log
 ) -> None:
     log = tmp_path / "log.md"
     log.write_text(LOG, encoding="utf-8")
-    partitions = _variant(scenarios, tmp_path, after={"prod": ["stage", "demo"]}, **QUICK)
+    partitions = _variant(scenarios, tmp_path, after={"prod": ["stage", "demo"]}, **QUICK_CODE)
     args = ("--partition", "prod", "--deploy", "--confirm-production", "prod", "--signoff-log", str(log))
     run = run_checks(*args, "--partitions-file", partitions)
     assert {run.outcomes[f"{check}[prod]"] for check in POSTMERGE_CHECKS} == {"passed"}, run.messages

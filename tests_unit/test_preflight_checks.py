@@ -16,13 +16,12 @@ import pytest
 import yaml
 
 from sandbox.scenarios import Scenarios, commit_infra
-from sandbox.suite import suite_args
+from sandbox.suite import QUICK_CODE, suite_args
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = ("dev", "stage", "demo", "prod")
 CODE = ("test_infra_repo_clean", "test_build", "test_lint", "test_unit_tests")
 SYNTH = ("test_synth_runs", "test_stack_identity", "test_exports_declared", "test_roles_unnamed")
-QUICK = {"build": "true", "lint": "true", "test": "true"}
 CODE_OR_SYNTH = "preflight and (code or synth)"
 STACK_TS = "src/main/cdk/partition-mail/partition-mail-stack.ts"
 APP_TS = "src/main/cdk/partition-mail/app.ts"
@@ -53,12 +52,6 @@ def _expected(checks: tuple[str, ...], partitions: tuple[str, ...]) -> set[str]:
 
 
 # --- code and synth -------------------------------------------------------------------------------------------
-
-
-def test_real_build_lint_test_and_every_synth_check_pass_for_four_partitions(scenarios, run_checks) -> None:
-    run = run_checks("-m", CODE_OR_SYNTH)
-
-    assert run.outcomes == dict.fromkeys(set(CODE) | _expected(SYNTH, PARTITIONS), "passed"), run.messages
 
 
 DEFECTS = [
@@ -121,7 +114,7 @@ def test_a_committed_defect_fails_exactly_its_synth_check(  # noqa: PLR0917 - fi
     scenarios, run_checks, tmp_path: Path, path: str, old: str, new: str, check: str, says: list[str]
 ) -> None:
     head = _edit(scenarios, path, old, new)
-    partitions = _variant(scenarios, tmp_path, QUICK)
+    partitions = _variant(scenarios, tmp_path, QUICK_CODE)
 
     run = run_checks("-m", CODE_OR_SYNTH, "--partition", "dev", "--expect-head", head, "--partitions-file", partitions)
 
@@ -168,6 +161,7 @@ def _shown_tail(message: str) -> list[str]:
 def test_under_xdist_code_runs_once_and_each_partition_synthesizes_once(
     scenarios, pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
+    """The real build, lint, unit tests and every synth check pass for four partitions, each step run once."""
     count = shlex.quote(str(tmp_path / "COUNT"))
     infra = yaml.safe_load(Path(scenarios.world.info.partitions_file).read_text())["infra"]
     wrapped = {step: f"echo {step} >> {count} && {infra[step]}" for step in ("build", "lint", "test")}
@@ -190,6 +184,11 @@ def test_under_xdist_code_runs_once_and_each_partition_synthesizes_once(
     assert runs == {"build": 1, "lint": 1, "test": 1, **{f"synth-{p}": 1 for p in PARTITIONS}}
     assert result.ret == 0, result.stdout.str()[-4000:]
     result.stdout.fnmatch_lines([f"*{len(CODE) + len(SYNTH) * len(PARTITIONS)} passed*"])
+    document = json.loads((tmp_path / "reports" / "latest" / "signoff.json").read_text(encoding="utf-8"))
+    outcomes = {
+        f"{c['check']}[{c['partition']}]" if c["partition"] else c["check"]: c["outcome"] for c in document["checks"]
+    }
+    assert outcomes == dict.fromkeys(set(CODE) | _expected(SYNTH, PARTITIONS), "passed"), outcomes
 
 
 # --- access ---------------------------------------------------------------------------------------------------
