@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from probes.mailauth import is_name
+
 EXPORT_NAMES: tuple[str, ...] = (
     "PartitionMailZoneId",
     "PartitionMailZoneName",
@@ -74,6 +76,13 @@ class DmarcSpec(_Strict):
     report_mailbox: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)]
     allowed_policies: list[str] = ["quarantine", "reject"]
     production_policies: list[str] | None = None  # p= a production partition needs; None: any allowed policy
+
+    @field_validator("report_mailbox")
+    @classmethod
+    def _mailbox_domain(cls, value: str) -> str:
+        if not is_name(value.rsplit("@", 1)[1]):
+            raise ValueError(f"must be a mailbox whose domain is a DNS name (reports@example.com); got {_brief(value)}")
+        return value
 
     @field_validator("allowed_policies", "production_policies")
     @classmethod

@@ -15,6 +15,9 @@ from base64 import b64decode, b64encode
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+import dns.exception
+import dns.name
+
 SPF_LOOKUP_LIMIT = 10
 POLICIES = ("none", "quarantine", "reject")
 RSA_MIN_BITS = 1024  # RFC 8301 §3.2: verifiers MUST NOT accept signatures by smaller keys
@@ -604,6 +607,18 @@ def _dmarc_lists(values: dict[str, str], where: str, problems: list[str]) -> Non
         problems.append(f"{where}: ri={ri!r} must be a number of seconds")
 
 
+def is_name(text: str) -> bool:
+    """Whether `text` is a DNS name (RFC 1035 §2.3.4: no empty label, labels of at most 63 octets, 255 in all):
+    what a record or an API answer names is not trusted to be one."""
+    if not text.strip("."):
+        return False
+    try:
+        dns.name.from_text(text)
+    except dns.exception.DNSException:
+        return False
+    return True
+
+
 def _report_uris(tag: str, value: str | None, where: str, problems: list[str]) -> tuple[ReportUri, ...]:
     if not value:
         return ()
@@ -617,6 +632,10 @@ def _report_uris(tag: str, value: str | None, where: str, problems: list[str]) -
         scheme, address, size = match.group(1).lower(), match.group(2), match.group(3)
         if scheme == "mailto" and not _MAILBOX.fullmatch(address):
             problems.append(f"{where}: {tag} entry {show(uri)} has no mailbox (mailto:name@domain)")
+            continue
+        if scheme == "mailto" and not is_name(address.rsplit("@", 1)[1]):
+            # no mail can reach a domain that DNS cannot name (RFC 7489 §7.1 looks it up, RFC 5321 §2.3.5)
+            problems.append(f"{where}: {tag} entry {show(uri)}: its domain is not a DNS name; no report reaches it")
             continue
         uris.append(ReportUri(uri, scheme, address if scheme == "mailto" else f"{scheme}:{address}", size))
     return tuple(uris)

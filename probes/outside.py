@@ -75,11 +75,9 @@ def authorizations(record: DmarcRecord, zone: str, org: str) -> tuple[Authorizat
 
 
 def outside_org(domain: str, org: str) -> bool:
-    """Whether `domain` lies outside the organizational domain `org` (names compared as DNS names)."""
-    try:
-        return not name_of(domain).is_subdomain(name_of(org))
-    except dns.name.EmptyLabel:
-        return True
+    """Whether `domain` lies outside the organizational domain `org` (names compared as DNS names; the DMARC
+    parser and the configuration let only DNS names through)."""
+    return not name_of(domain).is_subdomain(name_of(org))
 
 
 def wanted(scope: Scope, roots: Roots, known: Mapping[Key, Answer]) -> list[tuple[str, str]]:

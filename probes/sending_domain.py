@@ -22,12 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
-import dns.exception
-
 from probes.cdk import ContextEntry
 from probes.config import Target
 from probes.dns import Answer, ZoneObservation, name_of
-from probes.mailauth import compact, decode_txt, parse_dkim
+from probes.mailauth import compact, decode_txt, is_name, parse_dkim
 from probes.postmark import Domain
 
 _STICKY = "DKIMVerified is true, but it means 'DKIM has ever been verified' and stays true after the key leaves DNS"
@@ -110,13 +108,13 @@ def judge(
     notes: list[str] = []
 
     def in_dns(host: str, text_value: str) -> KeyInDns | None:
-        found = key_in_dns(zone, host, text_value) if zone is not None and _is_name(host) else None
+        found = key_in_dns(zone, host, text_value) if zone is not None and is_name(host) else None
         if found is not None and found not in keys:
             keys.append(found)
         return found
 
     def is_context_host(host: str) -> bool:
-        return context_host is not None and _is_name(host) and name_of(host) == name_of(context_host)
+        return context_host is not None and is_name(host) and name_of(host) == name_of(context_host)
 
     findings: list[Finding] = []
     if domain.weak_dkim:
@@ -137,7 +135,7 @@ def judge(
 def dkim_hosts(domain: Domain, zone: str) -> list[str]:
     """The hosts of Postmark's current, pending and revoked keys that lie in `zone` (those DNS can be asked)."""
     hosts = (domain.dkim_host, domain.dkim_pending_host, domain.dkim_revoked_host)
-    return [h for h in dict.fromkeys(hosts) if _is_name(h) and name_of(h).is_subdomain(name_of(zone))]
+    return [h for h in dict.fromkeys(hosts) if is_name(h) and name_of(h).is_subdomain(name_of(zone))]
 
 
 def key_in_dns(zone: ZoneObservation, host: str, text_value: str) -> KeyInDns | None:
@@ -312,18 +310,7 @@ def _revoked(
 def _is_postmarks_key(host: str, key: str, postmark_host: str, postmark_text: str) -> bool:
     """Whether (host, key) is Postmark's (host, text value): names as DNS names, keys as compacted p= values."""
     return (
-        _is_name(postmark_host)
+        is_name(postmark_host)
         and name_of(host) == name_of(postmark_host)
         and key == parse_dkim(postmark_text).public_key
     )
-
-
-def _is_name(host: str) -> bool:
-    """A host Postmark named that is a DNS name (an API answer is not trusted to be one)."""
-    if not host:
-        return False
-    try:
-        name_of(host)
-    except dns.exception.DNSException:
-        return False
-    return True

@@ -126,6 +126,14 @@ BAD = [
         id="unknown-production-policy",
     ),
     pytest.param(
+        "report_mailbox: dmarc-reports@arda.cards",
+        "report_mailbox: dmarc-reports@arda..cards",
+        r"dmarc\.report_mailbox: .*must be a mailbox whose domain is a DNS name \(reports@example\.com\); got "
+        r"'dmarc-reports@arda\.\.cards'",
+        "report_mailbox",
+        id="mailbox-domain-not-a-name",
+    ),
+    pytest.param(
         "  stage:\n",
         "  dev:\n",
         r"partitions\.dev: duplicate key; keep one",

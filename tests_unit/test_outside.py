@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from probes.dns import Answer, ZoneObservation
-from probes.mailauth import parse_dmarc
+from probes.mailauth import parse_dmarc, show
 from probes.outside import (
     Roots,
     Scope,
@@ -126,3 +126,21 @@ def test_follow_asks_round_by_round_only_what_the_records_make_receivers_ask() -
         ("dev.ardamails.com._report._dmarc.arda.cards", "TXT"),
         ("spf.mtasv.net", "TXT"),
     ]
+
+
+@pytest.mark.parametrize("domain", [f"{'a' * 64}.example.net", "reports..example.net"])
+def test_a_report_domain_dns_cannot_name_is_asked_nothing_and_reported(domain: str) -> None:
+    """A receiver cannot look up, or send to, a rua domain that is not a DNS name: no authorization question is
+    built from it (dnspython would refuse the name), and the DMARC record says why."""
+    dmarc = f"v=DMARC1; p=reject; rua=mailto:dmarc-reports@arda.cards,mailto:r@{domain}".encode()
+    roots = Roots((b"v=spf1 -all",), (dmarc,))
+
+    assert wanted(SCOPE, roots, {}) == [
+        ("_dmarc.ardamails.com", "TXT"),
+        ("dev.ardamails.com._report._dmarc.arda.cards", "TXT"),
+    ]
+    record = parse_dmarc(dmarc.decode(), f"_dmarc.{ZONE}")
+    assert record.problems == (
+        f"DMARC at _dmarc.{ZONE}: rua entry {show(f'mailto:r@{domain}')}: its domain is not a DNS name; no report "
+        "reaches it",
+    )
