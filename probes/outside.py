@@ -26,7 +26,9 @@ Key = tuple[dns.name.Name, str]
 
 @dataclass(frozen=True)
 class Scope:
-    """Whose records: the partition zone, its organizational domain, the configured report mailbox."""
+    """Whose records: the partition zone, its organizational domain, the configured report mailbox. The
+    organizational domain is the configured parent: RFC 7489 §3.2 derives it from the Public Suffix List, and
+    for a parent registered under a public suffix (ardamails.com) both give the same name."""
 
     zone: str
     org: str

@@ -17,6 +17,8 @@ from probes.mailauth import SPF_LOOKUP_LIMIT, SpfRecord, decode_txt, is_spf, par
 
 VOID_LOOKUP_LIMIT = 2  # RFC 7208 §4.6.4
 MX_LIMIT = 10  # RFC 7208 §4.6.4: an mx term yielding more than 10 MX records is a permerror
+# the question each term makes a receiver ask: a and mx take A or AAAA by the connecting IP's family (RFC 7208
+# §5.3, §5.4), and the walk counts as a receiver taking mail over IPv4 (A); exists is always A (§5.7)
 _QUERY = {"include": "TXT", "redirect": "TXT", "a": "A", "mx": "MX", "exists": "A"}
 
 Lookup = Callable[[str, str], Answer | None]
