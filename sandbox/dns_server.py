@@ -161,6 +161,44 @@ class _ZoneIndex:
         return None
 
 
+_Key = tuple[bytes, ...]
+
+
+def _key(name: dns.name.Name) -> _Key:
+    """A name as a dict key: its labels lowercased (names compare case-insensitively, RFC 4343). dnspython's own
+    Name hash is linear in the label bytes, so p009 and p010 collide: hundreds of partition zones keyed by Name
+    would make a lookup compare names again and again."""
+    return tuple(label.lower() for label in name.labels)
+
+
+@dataclass(frozen=True)
+class _Served:
+    """The served zones' indexes, found by name: a question's cost does not grow with the number of zones."""
+
+    zones: Sequence[Zone]  # as the provider handed them
+    by_origin: dict[_Key, tuple[_ZoneIndex, ...]]  # every zone of an apex name, in the provider's order
+    by_address: dict[str, dict[_Key, _ZoneIndex]]  # per server address: the first zone of each apex it hosts
+
+    def containing(self, qname: dns.name.Name) -> tuple[_ZoneIndex, ...]:
+        """The topmost zones that contain qname (the resolver's starting point), or none."""
+        key = _key(qname)
+        for start in range(len(key) - 1, -1, -1):
+            found = self.by_origin.get(key[start:])
+            if found:
+                return found
+        return ()
+
+    def hosted(self, address: str, qname: dns.name.Name) -> _ZoneIndex | None:
+        """The most specific zone containing qname that the server at address hosts."""
+        hosted = self.by_address.get(address, {})
+        key = _key(qname)
+        for start in range(len(key)):
+            found = hosted.get(key[start:])
+            if found is not None:
+                return found
+        return None
+
+
 def _index(zone: Zone) -> _ZoneIndex:
     origin = dns.name.from_text(zone.name)
     nodes: dict[dns.name.Name, dict[_T, dns.rrset.RRset]] = {}
@@ -292,6 +330,8 @@ class DnsServer:
         self._rng = random.Random(0)
         self._cache: dict[Zone, _ZoneIndex] = {}
         self._seen: dict[int, tuple[Zone, _ZoneIndex]] = {}  # id(zone) -> (zone, its index)
+        self._last: _Served | None = None
+        self._host_rrsets: dict[tuple[dns.name.Name, int], dns.rrset.RRset] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._listeners: list[tuple[socket.socket, str, Transport]] = []
@@ -534,7 +574,7 @@ class DnsServer:
             if question.rdclass != _IN or rdtype in (_T.AXFR, _T.IXFR):
                 result = _Result(dns.rcode.REFUSED)
             else:
-                result = self._answer(self._indexes(), kind, address, qname, rdtype)
+                result = self._answer(self._served(), kind, address, qname, rdtype)
         except Exception as exc:
             self.errors.append(f"{address} {transport} {qname} {dns.rdatatype.to_text(rdtype)}: {exc!r}")
             result = _Result(dns.rcode.SERVFAIL)
@@ -547,15 +587,15 @@ class DnsServer:
         return self._wire(response, query, transport), hold
 
     def _answer(
-        self, indexes: Sequence[_ZoneIndex], kind: FaultKind | None, address: str, qname: dns.name.Name, rdtype: _T
+        self, served: _Served, kind: FaultKind | None, address: str, qname: dns.name.Name, rdtype: _T
     ) -> _Result:
         """The answer of the server at address, shaped by the fault kind that matched."""
         if kind in _FIXED:
             return _Result(_FIXED[kind])
         if address == self._resolver:
-            result = self._recursive(indexes, qname, rdtype)
+            result = self._recursive(served, qname, rdtype)
         else:
-            result = self._authoritative(indexes, address, qname, rdtype)
+            result = self._authoritative(served, address, qname, rdtype)
         if kind in ("nxdomain", "noanswer"):
             rcode = dns.rcode.NXDOMAIN if kind == "nxdomain" else dns.rcode.NOERROR
             soa = result.soa
@@ -590,11 +630,29 @@ class DnsServer:
                 outcome = fault
         return outcome, delay
 
-    def _indexes(self) -> list[_ZoneIndex]:
-        """Each served zone's index: found by identity when the provider hands back the same Zone object (no
-        hashing of every record on every question), else by value, else built."""
-        indexes = []
+    def _served(self) -> _Served:
+        """The served zones, looked up by name. A provider that hands back the same tuple as last time (the world
+        does until moto's Route 53 data changes) costs nothing more; a tuple of frozen Zones cannot have changed."""
         zones = self._zones()
+        last = self._last
+        if last is not None and isinstance(zones, tuple) and zones is last.zones:
+            return last
+        indexes = self._indexes(zones)
+        by_origin: dict[_Key, list[_ZoneIndex]] = {}
+        by_address: dict[str, dict[_Key, _ZoneIndex]] = {}
+        for index in indexes:
+            origin = _key(index.origin)
+            by_origin.setdefault(origin, []).append(index)
+            for address in dict.fromkeys(self._servers[h] for h in index.ns_hosts if h in self._servers):
+                by_address.setdefault(address, {}).setdefault(origin, index)
+        served = _Served(zones, {origin: tuple(found) for origin, found in by_origin.items()}, by_address)
+        self._last = served
+        return served
+
+    def _indexes(self, zones: Sequence[Zone]) -> list[_ZoneIndex]:
+        """Each zone's index: found by identity when the provider hands back the same Zone object (no hashing of
+        every record), else by value, else built."""
+        indexes = []
         # every zone served now stays cached, and the versions of zones since changed are dropped now and then:
         # a fixed bound below the number of zones rebuilt some index on every question (hundreds of partitions)
         limit = 2 * len(zones) + 64
@@ -616,16 +674,12 @@ class DnsServer:
             indexes.append(index)
         return indexes
 
-    def _authoritative(self, indexes: Sequence[_ZoneIndex], address: str, qname: dns.name.Name, rdtype: _T) -> _Result:
+    def _authoritative(self, served: _Served, address: str, qname: dns.name.Name, rdtype: _T) -> _Result:
         """What the server at address answers: the most specific zone it hosts that contains qname."""
-        hosted = [
-            i
-            for i in indexes
-            if qname.is_subdomain(i.origin) and any(self._servers.get(h) == address for h in i.ns_hosts)
-        ]
-        if not hosted:
+        hosted = served.hosted(address, qname)
+        if hosted is None:
             return _Result(dns.rcode.REFUSED)
-        return self._from_zone(max(hosted, key=lambda i: len(i.origin)), qname, rdtype)
+        return self._from_zone(hosted, qname, rdtype)
 
     def _from_zone(self, index: _ZoneIndex, qname: dns.name.Name, rdtype: _T) -> _Result:
         cut = index.cut_above(qname, rdtype)
@@ -664,16 +718,24 @@ class DnsServer:
             node = index.nodes.get(rdata.target, {}) if rdata.target.is_subdomain(index.origin) else {}
             found = [node[t] for t in (_T.A, _T.AAAA) if t in node]
             if not found and rdata.target in self._servers:
-                found = [_address_rrset(rdata.target, ns.ttl, self._servers[rdata.target])]
+                found = [self._host_rrset(rdata.target, ns.ttl)]
             glue.extend(found)
         return tuple(glue)
 
-    def _recursive(self, indexes: Sequence[_ZoneIndex], qname: dns.name.Name, rdtype: _T) -> _Result:
+    def _host_rrset(self, host: dns.name.Name, ttl: int) -> dns.rrset.RRset:
+        """The address record of a sandbox NS host, made once: the same few hosts are in every referral and
+        resolver answer, and an answer never alters its rrsets."""
+        rrset = self._host_rrsets.get((host, ttl))
+        if rrset is None:
+            rrset = self._host_rrsets.setdefault((host, ttl), _address_rrset(host, ttl, self._servers[host]))
+        return rrset
+
+    def _recursive(self, served: _Served, qname: dns.name.Name, rdtype: _T) -> _Result:
         """A public resolver's answer: iterate from the top zone, follow referrals and CNAMEs across zones."""
         answer: list[dns.rrset.RRset] = []
         name, seen = qname, {qname}
         for _ in range(MAX_CHAIN):
-            result = self._iterate(indexes, name, rdtype)
+            result = self._iterate(served, name, rdtype)
             answer.extend(result.answer)
             if result.chase is None or result.rcode != dns.rcode.NOERROR:
                 return _Result(result.rcode, answer=tuple(answer), authority=result.authority, soa=result.soa)
@@ -683,27 +745,25 @@ class DnsServer:
             seen.add(name)
         return _Result(dns.rcode.SERVFAIL)
 
-    def _hear(self, indexes: Sequence[_ZoneIndex], address: str, qname: dns.name.Name, rdtype: _T) -> _Result | None:
+    def _hear(self, served: _Served, address: str, qname: dns.name.Name, rdtype: _T) -> _Result | None:
         """What the resolver hears from one authoritative address, its faults applied (delays aside); None: silence."""
         fault, _ = self._fault_for(address, qname, rdtype)
         if fault is not None and fault.kind in _SILENT:
             return None
-        return self._answer(indexes, fault.kind if fault else None, address, qname, rdtype)
+        return self._answer(served, fault.kind if fault else None, address, qname, rdtype)
 
-    def _iterate(self, indexes: Sequence[_ZoneIndex], qname: dns.name.Name, rdtype: _T) -> _Result:
+    def _iterate(self, served: _Served, qname: dns.name.Name, rdtype: _T) -> _Result:
         if qname in self._servers:
-            address = self._servers[qname]
-            rrset = _address_rrset(qname, 172800, address)
+            rrset = self._host_rrset(qname, 172800)
             answer = (rrset,) if rrset.rdtype == rdtype else ()
             return _Result(dns.rcode.NOERROR, answer=answer)
-        containing = [i for i in indexes if qname.is_subdomain(i.origin)]
+        containing = served.containing(qname)
         if not containing:
             return _Result(dns.rcode.NXDOMAIN, authority=(_ROOT_SOA,), soa=_ROOT_SOA)
-        top = min(len(i.origin) for i in containing)
-        hosts = [h for i in containing if len(i.origin) == top for h in i.ns_hosts]
+        hosts = [h for i in containing for h in i.ns_hosts]
         for _ in range(MAX_REFERRALS):
             addresses = dict.fromkeys(self._servers[h] for h in hosts if h in self._servers)
-            heard = (self._hear(indexes, a, qname, rdtype) for a in addresses)
+            heard = (self._hear(served, a, qname, rdtype) for a in addresses)
             result = next((r for r in heard if r is not None and (r.aa or r.referral)), None)
             if result is None:
                 break  # every server of the delegation is silent, failing, lame or unknown

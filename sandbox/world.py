@@ -26,6 +26,7 @@ from probes.config import Config, load
 from sandbox import outside
 from sandbox.aws_server import WORLD_ACCESS_KEY, AwsServer
 from sandbox.dns_server import DnsServer, RecordSet, Zone
+from sandbox.moto_route53 import generation, watch_route53
 from sandbox.postmark_fake import PostmarkFake
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,6 +117,7 @@ class World:
         self._verify_delay = verify_delay
         self._info: WorldInfo | None = None
         self._served: dict[int, tuple[Any, tuple[Any, ...], Zone]] = {}  # id(moto zone) -> (zone, its rrsets, Zone)
+        self._snapshot: tuple[int, tuple[Zone, ...], tuple[Zone, ...]] | None = None  # generation, outside, served
         self._mailbox = ""
         self._outside_records: dict[str, list[RecordSet]] = {}  # the world beyond the parent domain
         self._outside: tuple[Zone, ...] = ()
@@ -134,6 +136,7 @@ class World:
         hosts = CHILD_NAMESERVERS + PARENT_NAMESERVERS + outside.NAMESERVERS
         servers = {host: f"127.0.0.{index}" for index, host in enumerate(hosts, 2)}
         self._mailbox = source.file.dmarc.report_mailbox
+        watch_route53()
         self.dns = DnsServer(self._zones, servers, resolver="127.0.0.1")
         self.dns.start()
         self.tokens = {account: str(uuid.uuid4()) for account in source.file.postmark.accounts}
@@ -228,21 +231,30 @@ class World:
 
     # -- wiring --------------------------------------------------------------------------------
 
-    def _zones(self) -> list[Zone]:
-        """Every public hosted zone of every moto account, and the zones beyond, as the DNS server serves them."""
+    def _zones(self) -> tuple[Zone, ...]:
+        """Every public hosted zone of every moto account, and the zones beyond, as the DNS server serves them.
+        The DNS server asks on every question; moto's zones are walked again only after a write to them moved
+        the generation (sandbox.moto_route53), and the same tuple handed back tells the server nothing changed."""
         from moto.route53.models import route53_backends
 
-        zones = list(self._outside)
+        seen = generation()  # read before the walk: a write during it moves the generation, the next ask walks
+        outside = self._outside
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot[0] == seen and snapshot[1] is outside:
+            return snapshot[2]
+        zones = list(outside)
         for account in list(route53_backends.keys()):
             for zone in list(route53_backends[account]["global"].zones.values()):
                 if not zone.private_zone:
                     zones.append(self._served_zone(zone))
-        return zones
+        served = tuple(zones)
+        self._snapshot = (seen, outside, served)
+        return served
 
     def _served_zone(self, zone: Any) -> Zone:
         """A moto zone as served, rebuilt only when its record sets changed: moto replaces a RecordSet object on
-        every change (upsert, delete), so the same objects mean the same records. Every DNS question asks for
-        every zone: rebuilding them all each time cost the sandbox milliseconds per question at 32 zones."""
+        every change (upsert, delete), so the same objects mean the same records (a walk after one write
+        converts one zone, not all)."""
         rrsets = tuple(zone.rrsets)
         cached = self._served.get(id(zone))
         if (

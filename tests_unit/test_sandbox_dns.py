@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import dns.exception
 import dns.flags
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.resolver
 import dns.rrset
 import pytest
+from moto.route53.models import route53_backends
 
+from sandbox import moto_route53
 from sandbox.dns_server import DnsServer, Fault, QueryRecord, RecordSet, Zone
+from sandbox.scenarios import Scenarios
+from sandbox.world import CHILD_NAMESERVERS, PARENT_NAMESERVERS, ROOT_ACCOUNT
 
 PARENT_NS = ("ns-101.awsdns-01.com.", "ns-102.awsdns-02.net.")
 CHILD_NS = ("ns-826.awsdns-39.net.", "ns-1215.awsdns-23.org.", "ns-442.awsdns-55.com.", "ns-1930.awsdns-49.co.uk.")
@@ -467,3 +475,258 @@ def test_hundreds_of_zones_are_indexed_once_not_on_every_question(monkeypatch: p
             reply = ask(running, running.address_of(CHILD_NS[0]), f"p{i:03d}.ardamails.com.", "NS")
             assert reply.rcode() == dns.rcode.NOERROR, f"p{i:03d}: {dns.rcode.to_text(reply.rcode())}"
     assert len(built) == len(served), f"{len(built)} index builds for {len(served)} zones over 4 questions"
+
+
+def _server_comparisons(zones: tuple[Zone, ...], monkeypatch: pytest.MonkeyPatch) -> int:
+    """How many name comparisons the server's own thread makes for a fixed set of questions, once warm."""
+    compared = [0]
+    real = dns.name.Name.fullcompare
+
+    def counting(self: dns.name.Name, other: dns.name.Name) -> tuple[int, int, int]:
+        if threading.current_thread().name.startswith("dns-server:"):
+            compared[0] += 1
+        return real(self, other)
+
+    monkeypatch.setattr(dns.name.Name, "fullcompare", counting)
+    with DnsServer(lambda: zones, ADDRESSES) as running:
+        parent = running.address_of(PARENT_NS[0])
+        questions = (
+            (child(running), "dev.ardamails.com.", "TXT"),
+            (child(running), "alias.dev.ardamails.com.", "A"),
+            (child(running), "nothing.dev.ardamails.com.", "TXT"),
+            (parent, "_dmarc.dev.ardamails.com.", "TXT"),
+            (running.resolver, "ardamails.com.", "NS"),
+            (running.resolver, "_dmarc.dev.ardamails.com.", "TXT"),
+            (running.resolver, "pm-bounces.dev.ardamails.com.", "A"),
+            (running.resolver, "elsewhere.example.", "A"),
+        )
+        for _ in range(2):  # the first round builds the indexes and fills the server's caches
+            compared[0] = 0
+            for where, name, rtype in questions:
+                assert ask(running, where, name, rtype).rcode() != dns.rcode.SERVFAIL, name
+    monkeypatch.undo()
+    return compared[0]
+
+
+def test_a_question_costs_the_same_at_3_zones_and_at_300(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding the zone of a question is a lookup by name, not a scan: the same questions make the same name
+    comparisons whether 3 or 300 partition zones are served (a scan over 300 zones cost the sandbox most of its
+    time per question at 256 partitions)."""
+
+    def partitions(count: int) -> tuple[Zone, ...]:
+        return tuple(
+            Zone(f"p{i:03d}.ardamails.com.", (_rs(f"p{i:03d}.ardamails.com.", "NS", *CHILD_NS, ttl=172800),))
+            for i in range(count)
+        )
+
+    few = _server_comparisons((PARENT, CHILD, *partitions(3)), monkeypatch)
+    many = _server_comparisons((PARENT, CHILD, *partitions(300)), monkeypatch)
+    assert few > 0
+    assert many == few, f"{many} name comparisons at 300 zones, {few} at 3"
+
+
+def test_the_same_tuple_of_zones_is_walked_once_and_a_new_one_at_once() -> None:
+    """A provider handing back the same tuple means nothing changed: the server walks it once, whatever it is
+    asked; the next tuple is served on the very next question."""
+
+    class Walked(tuple[Zone, ...]):
+        walks = 0
+
+        def __iter__(self) -> Iterator[Zone]:
+            Walked.walks += 1
+            return super().__iter__()
+
+    changed = Zone(CHILD.name, (*CHILD.records, _rs("new.dev.ardamails.com.", "TXT", '"fresh"')))
+    served: list[tuple[Zone, ...]] = [Walked((PARENT, CHILD))]
+    with DnsServer(lambda: served[0], ADDRESSES) as running:
+        for _ in range(5):
+            assert ask(running, child(running), "new.dev.ardamails.com.", "TXT").rcode() == dns.rcode.NXDOMAIN
+            assert ask(running, running.resolver, "dev.ardamails.com.", "TXT").answer
+        assert Walked.walks == 1
+        served[0] = Walked((PARENT, changed))
+        assert texts(ask(running, child(running), "new.dev.ardamails.com.", "TXT").answer[0]) == ["fresh"]
+        assert Walked.walks == 2
+
+
+def _txt(scenarios: Scenarios, where: str, name: str) -> list[str] | None:
+    """The TXT strings the world's server at `where` answers for name (None: NXDOMAIN)."""
+    reply = ask(scenarios.world.dns, where, name, "TXT")
+    if reply.rcode() == dns.rcode.NXDOMAIN:
+        return None
+    assert reply.rcode() == dns.rcode.NOERROR, f"{name}: {dns.rcode.to_text(reply.rcode())}"
+    return [text for rrset in reply.answer for text in texts(rrset)]
+
+
+def test_a_change_through_moto_is_served_on_the_very_next_question(scenarios: Scenarios) -> None:
+    """The world serves moto's zones without walking them on every question; each way moto writes them
+    (ChangeResourceRecordSets create, upsert and delete; a CloudFormation record set created and deleted with its
+    stack; a hosted zone created and deleted; the scenarios' direct delete) shows on the next question."""
+    world = scenarios.world
+    domain = world.config.file.domain.rstrip(".")
+    parent = world.dns.address_of(PARENT_NAMESERVERS[0])
+    route53 = world.client("route53", ROOT_ACCOUNT)
+    zone_id = world.info.parent_zone_id
+    name = f"moto-change.{domain}."
+
+    def change(action: str, value: str) -> None:
+        record = {"Name": name, "Type": "TXT", "TTL": 300, "ResourceRecords": [{"Value": f'"{value}"'}]}
+        route53.change_resource_record_sets(
+            HostedZoneId=zone_id, ChangeBatch={"Changes": [{"Action": action, "ResourceRecordSet": record}]}
+        )
+
+    assert _txt(scenarios, parent, name) is None
+    change("CREATE", "one")
+    assert _txt(scenarios, parent, name) == ["one"]
+    change("UPSERT", "two")
+    assert _txt(scenarios, parent, name) == ["two"]
+    route53_backends[ROOT_ACCOUNT]["global"].get_hosted_zone(zone_id).delete_rrset({"Name": name, "Type": "TXT"})
+    assert _txt(scenarios, parent, name) is None
+
+    stacked = f"stack-record.{domain}."
+    resource = {"HostedZoneId": zone_id, "Name": stacked, "Type": "TXT", "TTL": "300", "ResourceRecords": ['"cfn"']}
+    template = {"Resources": {"Record": {"Type": "AWS::Route53::RecordSet", "Properties": resource}}}
+    cloudformation = world.client("cloudformation", ROOT_ACCOUNT)
+    cloudformation.create_stack(StackName="moto-change", TemplateBody=json.dumps(template))
+    assert _txt(scenarios, parent, stacked) == ["cfn"]
+    cloudformation.delete_stack(StackName="moto-change")
+    assert _txt(scenarios, parent, stacked) is None
+
+    other = f"other-zone.{domain}."
+    created = route53.create_hosted_zone(Name=other, CallerReference="moto-change")["HostedZone"]["Id"]
+    server = world.dns.address_of(CHILD_NAMESERVERS[0])
+    assert ask(world.dns, server, other, "SOA").rcode() == dns.rcode.NOERROR
+    route53.delete_hosted_zone(Id=created)
+    assert ask(world.dns, server, other, "SOA").rcode() == dns.rcode.REFUSED
+
+
+def test_the_world_walks_moto_zones_again_only_after_a_write(
+    scenarios: Scenarios, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Questions with no write between them cost no walk over moto's zones; one write costs one walk."""
+    world = scenarios.world
+    walked: list[str] = []
+    real = world._served_zone
+
+    def counting(zone: Any) -> Zone:
+        walked.append(zone.name)
+        return real(zone)
+
+    monkeypatch.setattr(world, "_served_zone", counting)
+    parent = world.dns.address_of(PARENT_NAMESERVERS[0])
+    domain = world.config.file.domain.rstrip(".")
+    assert _txt(scenarios, parent, f"quiet.{domain}.") is None
+    walked.clear()
+    for _ in range(5):
+        assert _txt(scenarios, parent, f"quiet.{domain}.") is None
+    assert walked == []
+    world.client("route53", ROOT_ACCOUNT).change_resource_record_sets(
+        HostedZoneId=world.info.parent_zone_id,
+        ChangeBatch={
+            "Changes": [
+                {
+                    "Action": "CREATE",
+                    "ResourceRecordSet": {
+                        "Name": f"quiet.{domain}.",
+                        "Type": "TXT",
+                        "TTL": 300,
+                        "ResourceRecords": [{"Value": '"written"'}],
+                    },
+                }
+            ]
+        },
+    )
+    for _ in range(3):
+        assert _txt(scenarios, parent, f"quiet.{domain}.") == ["written"]
+    assert walked == [f"{domain}."]
+
+
+def _moto_zones() -> list[tuple[object, ...]]:
+    """Everything of moto's Route 53 data the world serves, in a comparable form (partly built objects skipped)."""
+    zones = []
+    for account in list(route53_backends.values()):
+        for backend in list(account.values()):
+            zone: Any
+            for zone in list(getattr(backend, "zones", {}).values()):
+                rrsets = tuple(
+                    (r.name, r.type, r.ttl, r.set_identifier, tuple(str(v) for v in r.records or ()))
+                    for r in getattr(zone, "rrsets", ())
+                    if hasattr(r, "multi_value_answer")  # the last attribute RecordSet.__init__ sets
+                )
+                zones.append((zone.name, getattr(zone, "private_zone", None), rrsets))
+    return sorted(zones, key=repr)
+
+
+def test_every_write_to_moto_route53_moves_the_generation_once_it_is_done(
+    scenarios: Scenarios, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The world trusts the generation to tell it moto's zones changed: for each way a zone or record set is written
+    (ChangeResourceRecordSets create, upsert, delete, by set identifier too; a hosted zone created and deleted;
+    CloudFormation's RecordSet and RecordSetGroup created and deleted with their stack; a direct delete; moto's
+    reset), the last move of the generation must see the data as the write left it."""
+    world = scenarios.world
+    seen: list[list[tuple[object, ...]]] = []
+    bump = moto_route53._bump
+
+    def recording() -> None:
+        bump()
+        seen.append(_moto_zones())
+
+    monkeypatch.setattr(moto_route53, "_bump", recording)
+
+    def written(what: str) -> None:
+        assert seen, f"{what}: the generation did not move"
+        assert seen[-1] == _moto_zones(), f"{what}: the generation moved before the write was done"
+        seen.clear()
+
+    domain = world.config.file.domain.rstrip(".")
+    route53 = world.client("route53", ROOT_ACCOUNT)
+    zone_id = world.info.parent_zone_id
+
+    def change(action: str, name: str, rtype: str, value: str, **extra: object) -> None:
+        record = {"Name": name, "Type": rtype, "TTL": 300, "ResourceRecords": [{"Value": value}], **extra}
+        route53.change_resource_record_sets(
+            HostedZoneId=zone_id, ChangeBatch={"Changes": [{"Action": action, "ResourceRecordSet": record}]}
+        )
+
+    change("CREATE", f"a.{domain}.", "A", "192.0.2.1")
+    written("CREATE")
+    change("UPSERT", f"a.{domain}.", "A", "192.0.2.2")
+    written("UPSERT of an existing record set")
+    change("DELETE", f"a.{domain}.", "A", "192.0.2.2")
+    written("DELETE")
+    weighted = {"SetIdentifier": "one", "Weight": 1}
+    change("CREATE", f"w.{domain}.", "A", "192.0.2.3", **weighted)
+    written("CREATE weighted")
+    change("DELETE", f"w.{domain}.", "A", "192.0.2.3", **weighted)
+    written("DELETE by set identifier")
+    change("CREATE", f"t.{domain}.", "TXT", '"direct"')
+    seen.clear()
+    route53_backends[ROOT_ACCOUNT]["global"].get_hosted_zone(zone_id).delete_rrset({"Name": f"t.{domain}."})
+    written("a direct delete_rrset (the scenarios' path)")
+
+    created = route53.create_hosted_zone(Name=f"other.{domain}", CallerReference="watch")["HostedZone"]["Id"]
+    written("CreateHostedZone")
+    route53.delete_hosted_zone(Id=created)
+    written("DeleteHostedZone")
+
+    record = {"Name": f"cfn.{domain}.", "Type": "TXT", "TTL": "300", "ResourceRecords": ['"one"']}
+    group = {"Name": f"group.{domain}.", "Type": "TXT", "TTL": "300", "ResourceRecords": ['"two"']}
+    template = {
+        "Resources": {
+            "Record": {"Type": "AWS::Route53::RecordSet", "Properties": {"HostedZoneId": zone_id, **record}},
+            "Group": {
+                "Type": "AWS::Route53::RecordSetGroup",
+                "Properties": {"HostedZoneId": zone_id, "RecordSets": [group]},
+            },
+            "Zone": {"Type": "AWS::Route53::HostedZone", "Properties": {"Name": f"stacked.{domain}"}},
+        }
+    }
+    cloudformation = world.client("cloudformation", ROOT_ACCOUNT)
+    cloudformation.create_stack(StackName="watch", TemplateBody=json.dumps(template))
+    written("CloudFormation CreateStack")
+    assert any(r[0] == f"cfn.{domain}." for z in _moto_zones() for r in z[2]), "the stack made no record set"
+    cloudformation.delete_stack(StackName="watch")
+    written("CloudFormation DeleteStack")
+
+    urllib.request.urlopen(urllib.request.Request(f"{world.aws.url}/moto-api/reset", method="POST"), timeout=30)
+    written("moto's reset")
