@@ -26,6 +26,9 @@ from probes.problem import Problem
 from probes.secrets import CredentialError, Secret, resolve
 
 AWS_THREADS = 64
+# `op read` starts a process per credential: a few at once, in a pool of their own, so that no Postmark read waits
+# behind AWS reads that Route 53's pacing holds (256 partitions: the Postmark reads began as the pacing ended)
+CREDENTIAL_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -127,18 +130,31 @@ async def _observe_all(
 ) -> dict[str, PartitionObservation]:
     accounts = _Accounts(settings)
 
-    async def observe(target: Target, pool: ThreadPoolExecutor) -> PartitionObservation:
-        observation = await _observe(target, settings, credentials, pool, accounts)
+    async def observe(target: Target, pools: _Pools) -> PartitionObservation:
+        observation = await _observe(target, settings, credentials, pools, accounts)
         if on_done is not None:
             on_done(observation)
         return observation
 
+    references = len({t.credential for t in targets})
     try:
-        with _started_pool(min(AWS_THREADS, 4 * len(targets) + 4)) as pool:
-            found = await asyncio.gather(*(observe(t, pool) for t in targets))
+        with (
+            _started_pool(min(AWS_THREADS, 4 * len(targets) + 4)) as aws_pool,
+            _started_pool(min(CREDENTIAL_THREADS, max(references, 1))) as credential_pool,
+        ):
+            pools = _Pools(aws_pool, credential_pool)
+            found = await asyncio.gather(*(observe(t, pools) for t in targets))
     finally:
         await accounts.aclose()
     return {o.target.name: o for o in found}
+
+
+@dataclass(frozen=True)
+class _Pools:
+    """The gathering's threads: AWS reads (paced, so they may wait) and credential reads, kept apart."""
+
+    aws: ThreadPoolExecutor
+    credentials: ThreadPoolExecutor
 
 
 def _started_pool(size: int) -> ThreadPoolExecutor:
@@ -157,15 +173,15 @@ async def _observe(
     target: Target,
     settings: Settings,
     credentials: Credentials,
-    pool: ThreadPoolExecutor,
+    pools: _Pools,
     accounts: _Accounts,
 ) -> PartitionObservation:
     started = time.time()
     loop = asyncio.get_running_loop()
     context, context_problem = _context(settings.infra_repo, target)
-    stack_and_zone = loop.run_in_executor(pool, _stack_and_zone, target)
+    stack_and_zone = loop.run_in_executor(pools.aws, _stack_and_zone, target)
     dns_task = asyncio.ensure_future(_dns(target, settings, context))
-    postmark_task = asyncio.ensure_future(_postmark(target, settings, credentials, pool, accounts))
+    postmark_task = asyncio.ensure_future(_postmark(target, settings, credentials, pools.credentials, accounts))
     stack, zone = await stack_and_zone
     zone_observation, dns_problem = await dns_task
     postmark_observation, postmark_problem = await postmark_task

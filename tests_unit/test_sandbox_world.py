@@ -499,3 +499,36 @@ def test_world_start_and_stop_cost(tmp_path: Path) -> None:
         f"(+ {cost['import']:.2f} s importing sandbox.world)"
     )
     assert total < 10, f"start + stop took {total:.1f} s: something hangs"
+
+
+def test_credentials_are_read_while_every_aws_thread_waits(scenarios: Scenarios, monkeypatch) -> None:
+    """Route 53's pacing may hold every AWS thread of the gathering; the Postmark tokens must be read meanwhile,
+    not after (at 256 partitions the Postmark reads, and the DKIM lookups after them, waited for the pacing)."""
+    from probes import observe
+    from probes.secrets import resolve
+
+    world = scenarios.world
+    targets = [world.config.targets["dev"], world.config.targets["prod"]]
+    references = {t.credential for t in targets}
+    read: set[str] = set()
+    all_read = threading.Event()
+
+    def reading(reference: str):
+        read.add(reference)
+        if read >= references:
+            all_read.set()
+        return resolve(reference)
+
+    aws_read = observe._stack_and_zone
+    waited: list[bool] = []
+
+    def held(target: Target):
+        waited.append(all_read.wait(timeout=15))  # a paced AWS read holding its thread until the tokens are read
+        return aws_read(target)
+
+    monkeypatch.setattr(observe, "AWS_THREADS", 1)
+    monkeypatch.setattr(observe, "_stack_and_zone", held)
+    found = observe_all(targets, _settings(world, 0.0), Credentials(reading))
+
+    assert waited == [True, True], "a credential read waited behind an AWS read that waited for it"
+    assert {name: o.postmark_problem for name, o in found.items()} == {"dev": None, "prod": None}
