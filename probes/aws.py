@@ -48,7 +48,7 @@ _SERVICE_CONFIG = {"cloudformation": _ADAPTIVE}
 THROTTLE_CODES = frozenset(
     {"Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "PriorRequestNotComplete"}
 )
-_ROUTE53 = Pacer(Quota())
+_ROUTE53 = Pacer(Quota(), from_first_answer=True)
 _LOCAL = threading.local()
 
 
@@ -93,13 +93,26 @@ def _route53_pacing(account: str) -> Any:
     operation's bucket in that account before it leaves."""
 
     def pace(event_name: str = "", **_: Any) -> None:
-        operation = event_name.rsplit(".", 1)[-1]
-        waited = _ROUTE53.wait([("route53", account), ("route53", account, operation)])
+        waited = _ROUTE53.wait(_route53_keys(account, event_name))
         tally = _current()
         if tally is not None:
             tally.paced += waited
 
     return pace
+
+
+def _route53_answered(account: str) -> Any:
+    """A response-received handler: an answer (a throttle too) means Route 53's buckets have started counting."""
+
+    def answered(event_name: str = "", **_: Any) -> None:
+        _ROUTE53.answered(_route53_keys(account, event_name))
+
+    return answered
+
+
+def _route53_keys(account: str, event_name: str) -> list[tuple[str, ...]]:
+    """The buckets of a Route 53 request: the account's, and its operation's in that account."""
+    return [("route53", account), ("route53", account, event_name.rsplit(".", 1)[-1])]
 
 
 @dataclass(frozen=True)
@@ -178,6 +191,7 @@ def client(profile: str, service: Service, region: str, *, account: str | None =
         made.meta.events.register("response-received", _count_throttle)
         if service == "route53":
             made.meta.events.register("before-send", _route53_pacing(account or profile))
+            made.meta.events.register("response-received", _route53_answered(account or profile))
         with _LOCK:
             _CLIENTS[key] = made
         return made

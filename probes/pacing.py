@@ -11,6 +11,12 @@ The client keeps one token of each bucket in hand (HEADROOM): Route 53 counts a 
 client when it leaves, and arrivals are not spaced exactly as departures were (a new connection, the network, a
 busy machine). One token absorbs 1/rate seconds of that jitter (100 ms at 10/s) for the price of one request's
 worth of burst.
+
+Route 53's buckets start with the first request that arrives, the client's with the first that leaves: with h
+tokens in hand request k is admitted only while d_0 - d_k <= h / rate (d: a request's time from leaving to
+arriving), so a slow first request (a new connection, 64 threads starting) used up all of the headroom at 256
+partitions. Started `from_first_answer`, a bucket refills from the first answer instead (Route 53 has surely
+counted the first request by then); until it comes, only the tokens in hand go out.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 ROUTE53_BURST = 50.0
 ROUTE53_RATE = 10.0
 HEADROOM = 1.0
+FIRST_ANSWER_WAIT = 10.0  # seconds a caller beyond the tokens in hand waits for a first answer before counting anyway
 
 
 @dataclass(frozen=True)
@@ -41,21 +48,37 @@ class TokenBucket:
     """A bucket that hands out tokens in order of asking: a caller reserves its token at once and is told how long
     to wait for it, so concurrent callers queue fairly and the bucket never goes faster than its refill."""
 
-    def __init__(self, quota: Quota, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, quota: Quota, clock: Callable[[], float] = time.monotonic, *, from_first_answer: bool = False
+    ) -> None:
         self.quota = quota
         self._clock = clock
         self._tokens = quota.burst
-        self._at = clock()
-        self._lock = threading.Lock()
+        self._at: float | None = None if from_first_answer else clock()  # None: refill not started
+        self._started = threading.Condition()
 
     def reserve(self, now: float | None = None) -> float:
-        """Take one token; the seconds until it exists (0: now). Call under no lock of the caller's."""
-        with self._lock:
+        """Take one token; the seconds until it exists (0: now). Call under no lock of the caller's. Beyond the
+        tokens in hand of a bucket not yet started, it first waits for `answered` (FIRST_ANSWER_WAIT at most)."""
+        with self._started:
+            if self._at is None and self._tokens < 1:
+                self._started.wait_for(lambda: self._at is not None, timeout=FIRST_ANSWER_WAIT)
+                if self._at is None:
+                    self._at = self._clock()
+                now = None
             now = self._clock() if now is None else now
-            self._tokens = min(self.quota.burst, self._tokens + (now - self._at) * self.quota.rate)
-            self._at = now
+            if self._at is not None:
+                self._tokens = min(self.quota.burst, self._tokens + max(0.0, now - self._at) * self.quota.rate)
+                self._at = max(now, self._at)
             self._tokens -= 1
             return 0.0 if self._tokens >= 0 else -self._tokens / self.quota.rate
+
+    def answered(self) -> None:
+        """A request of this bucket was answered: start refilling now, if not started yet."""
+        with self._started:
+            if self._at is None:
+                self._at = self._clock()
+                self._started.notify_all()
 
 
 class Pacer:
@@ -68,10 +91,13 @@ class Pacer:
         quota: Quota,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        from_first_answer: bool = False,
     ) -> None:
         self.quota = quota
         self._clock = clock
         self._sleep = sleep
+        self._from_first_answer = from_first_answer
         self._buckets: dict[tuple[str, ...], TokenBucket] = {}
         self._lock = threading.Lock()
 
@@ -94,5 +120,10 @@ class Pacer:
         with self._lock:
             if key not in self._buckets:
                 kept = Quota(max(1.0, self.quota.burst - HEADROOM), self.quota.rate)
-                self._buckets[key] = TokenBucket(kept, self._clock)
+                self._buckets[key] = TokenBucket(kept, self._clock, from_first_answer=self._from_first_answer)
             return self._buckets[key]
+
+    def answered(self, keys: Sequence[tuple[str, ...]]) -> None:
+        """A request paced by `keys` was answered (see `from_first_answer`)."""
+        for key in keys:
+            self._bucket(key).answered()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -163,3 +164,31 @@ def test_cloudformation_throttles_are_retried_and_recorded_in_the_evidence(
     counts = re.findall(r"throttled (\d+) time\(s\), retried \(botocore adaptive mode\)", evidence)
     recorded = sum(int(n) for n in counts)
     assert recorded == len(throttled), f"{len(throttled)} throttled answers, evidence records {recorded}:\n{evidence}"
+
+
+def test_a_bucket_started_from_the_first_answer_refills_from_it_not_from_the_first_send() -> None:
+    """Route 53 counts from the first arrival: refill earned while the first request is still on its way would let
+    later requests arrive early (the 256-partition throttle)."""
+    clock = Clock()
+    bucket = TokenBucket(Quota(burst=2, rate=10), clock, from_first_answer=True)
+    assert [bucket.reserve(), bucket.reserve()] == [0, 0], "the tokens in hand go out at once"
+    clock.now += 5.0  # the first request still unanswered: no refill earned
+    bucket.answered()
+    assert bucket.reserve() == pytest.approx(0.1), "refill counts from the answer"
+    clock.now += 1.0
+    assert bucket.reserve() == 0, "then the bucket refills as usual"
+
+
+def test_a_caller_beyond_the_tokens_in_hand_waits_for_the_first_answer() -> None:
+    clock = Clock()
+    bucket = TokenBucket(Quota(burst=1, rate=10), clock, from_first_answer=True)
+    assert bucket.reserve() == 0
+    waits: list[float] = []
+    caller = threading.Thread(target=lambda: waits.append(bucket.reserve()))
+    caller.start()
+    caller.join(timeout=0.5)
+    assert caller.is_alive(), "a token beyond the burst was handed out before any answer"
+    assert waits == []
+    bucket.answered()
+    caller.join(timeout=5)
+    assert waits == [pytest.approx(0.1)], waits
