@@ -48,7 +48,7 @@ _SERVICE_CONFIG = {"cloudformation": _ADAPTIVE}
 THROTTLE_CODES = frozenset(
     {"Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "PriorRequestNotComplete"}
 )
-_ROUTE53 = Pacer(Quota(), from_first_answer=True)
+_ROUTE53 = Pacer(Quota())
 _LOCAL = threading.local()
 
 

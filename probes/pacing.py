@@ -15,8 +15,8 @@ worth of burst.
 Route 53's buckets start with the first request that arrives, the client's with the first that leaves: with h
 tokens in hand request k is admitted only while d_0 - d_k <= h / rate (d: a request's time from leaving to
 arriving), so a slow first request (a new connection, 64 threads starting) used up all of the headroom at 256
-partitions. Started `from_first_answer`, a bucket refills from the first answer instead (Route 53 has surely
-counted the first request by then); until it comes, only the tokens in hand go out.
+partitions. So a bucket refills from the first answer instead (Route 53 has surely counted the first request by
+then); until it comes, only the tokens in hand go out.
 """
 
 from __future__ import annotations
@@ -48,13 +48,11 @@ class TokenBucket:
     """A bucket that hands out tokens in order of asking: a caller reserves its token at once and is told how long
     to wait for it, so concurrent callers queue fairly and the bucket never goes faster than its refill."""
 
-    def __init__(
-        self, quota: Quota, clock: Callable[[], float] = time.monotonic, *, from_first_answer: bool = False
-    ) -> None:
+    def __init__(self, quota: Quota, clock: Callable[[], float] = time.monotonic) -> None:
         self.quota = quota
         self._clock = clock
         self._tokens = quota.burst
-        self._at: float | None = None if from_first_answer else clock()  # None: refill not started
+        self._at: float | None = None  # when refill started: the first answer (None: not yet)
         self._started = threading.Condition()
 
     def reserve(self, now: float | None = None) -> float:
@@ -62,10 +60,9 @@ class TokenBucket:
         tokens in hand of a bucket not yet started, it first waits for `answered` (FIRST_ANSWER_WAIT at most)."""
         with self._started:
             if self._at is None and self._tokens < 1:
-                self._started.wait_for(lambda: self._at is not None, timeout=FIRST_ANSWER_WAIT)
-                if self._at is None:
+                if not self._started.wait_for(lambda: self._at is not None, timeout=FIRST_ANSWER_WAIT):
                     self._at = self._clock()
-                now = None
+                now = self._clock()
             now = self._clock() if now is None else now
             if self._at is not None:
                 self._tokens = min(self.quota.burst, self._tokens + max(0.0, now - self._at) * self.quota.rate)
@@ -91,13 +88,10 @@ class Pacer:
         quota: Quota,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        *,
-        from_first_answer: bool = False,
     ) -> None:
         self.quota = quota
         self._clock = clock
         self._sleep = sleep
-        self._from_first_answer = from_first_answer
         self._buckets: dict[tuple[str, ...], TokenBucket] = {}
         self._lock = threading.Lock()
 
@@ -120,10 +114,10 @@ class Pacer:
         with self._lock:
             if key not in self._buckets:
                 kept = Quota(max(1.0, self.quota.burst - HEADROOM), self.quota.rate)
-                self._buckets[key] = TokenBucket(kept, self._clock, from_first_answer=self._from_first_answer)
+                self._buckets[key] = TokenBucket(kept, self._clock)
             return self._buckets[key]
 
     def answered(self, keys: Sequence[tuple[str, ...]]) -> None:
-        """A request paced by `keys` was answered (see `from_first_answer`)."""
+        """A request paced by `keys` was answered: their buckets start refilling, if not started yet."""
         for key in keys:
             self._bucket(key).answered()

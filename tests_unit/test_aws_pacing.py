@@ -37,6 +37,7 @@ class Clock:
 def test_token_bucket_gives_its_burst_at_once_then_one_token_per_refill() -> None:
     clock = Clock()
     bucket = TokenBucket(Quota(burst=3, rate=10), clock)
+    bucket.answered()  # refill starts with the first answer
     waits = [bucket.reserve() for _ in range(6)]
     assert waits == pytest.approx([0, 0, 0, 0.1, 0.2, 0.3]), "after the burst, reservations queue 1/rate apart"
     clock.now += 1.0  # 10 tokens refilled, 3 of them owed: the bucket holds min(burst, 7) = 3 again
@@ -46,6 +47,7 @@ def test_token_bucket_gives_its_burst_at_once_then_one_token_per_refill() -> Non
 def test_pacer_waits_for_the_emptier_of_the_account_and_operation_buckets() -> None:
     clock = Clock()
     pacer = Pacer(Quota(burst=3, rate=4), clock, clock.sleep)  # one token kept in hand: 2 at once
+    pacer.answered([("a",), ("a", "GetHostedZone")])
     for _ in range(2):
         pacer.wait([("a",), ("a", "GetHostedZone")])
     pacer.wait([("a",), ("a", "ListHostedZones")])  # its own operation bucket is full; the account's is empty
@@ -57,6 +59,7 @@ def test_pacer_keeps_one_token_in_hand_for_jitter_but_never_fewer_than_one() -> 
     clock = Clock()
     for burst, at_once in ((50, 49), (2, 1), (1, 1)):
         pacer = Pacer(Quota(burst=burst, rate=10), clock, clock.sleep)
+        pacer.answered([("a",)])
         waits = [pacer.wait([("a",)]) for _ in range(at_once + 1)]
         assert waits[:at_once] == [0] * at_once, (burst, waits)
         assert waits[-1] > 0, (burst, waits)
@@ -170,7 +173,7 @@ def test_a_bucket_started_from_the_first_answer_refills_from_it_not_from_the_fir
     """Route 53 counts from the first arrival: refill earned while the first request is still on its way would let
     later requests arrive early (the 256-partition throttle)."""
     clock = Clock()
-    bucket = TokenBucket(Quota(burst=2, rate=10), clock, from_first_answer=True)
+    bucket = TokenBucket(Quota(burst=2, rate=10), clock)
     assert [bucket.reserve(), bucket.reserve()] == [0, 0], "the tokens in hand go out at once"
     clock.now += 5.0  # the first request still unanswered: no refill earned
     bucket.answered()
@@ -181,7 +184,7 @@ def test_a_bucket_started_from_the_first_answer_refills_from_it_not_from_the_fir
 
 def test_a_caller_beyond_the_tokens_in_hand_waits_for_the_first_answer() -> None:
     clock = Clock()
-    bucket = TokenBucket(Quota(burst=1, rate=10), clock, from_first_answer=True)
+    bucket = TokenBucket(Quota(burst=1, rate=10), clock)
     assert bucket.reserve() == 0
     waits: list[float] = []
     caller = threading.Thread(target=lambda: waits.append(bucket.reserve()))
