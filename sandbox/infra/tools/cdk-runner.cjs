@@ -89,8 +89,10 @@ function synthKey(instance) {
       if (skip.has(entry.name) || entry.name.startsWith("cdk.out")) continue;
       const full = path.join(dir, entry.name);
       if (entry.isDirectory()) walk(full);
-      else if (entry.isFile())
-        hash.update(`${path.relative(ROOT, full)}\0${fs.readFileSync(full).length}\0`).update(fs.readFileSync(full));
+      else if (entry.isFile()) {
+        const content = fs.readFileSync(full);
+        hash.update(`${path.relative(ROOT, full)}\0${content.length}\0`).update(content);
+      }
     }
   };
   walk(ROOT);
