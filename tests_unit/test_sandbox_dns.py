@@ -452,6 +452,19 @@ def test_start_and_stop_are_fast_and_leave_nothing_behind() -> None:
                 sock.bind((address, port))  # free again: the server closed every socket
 
 
+def _zone_names_passed_to(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[str]:
+    """The names of the zones `owner.name(zone)` is called with from now on (it still does its work)."""
+    called: list[str] = []
+    real = getattr(owner, name)
+
+    def counting(zone: Any) -> Any:
+        called.append(zone.name)
+        return real(zone)
+
+    monkeypatch.setattr(owner, name, counting)
+    return called
+
+
 def test_hundreds_of_zones_are_indexed_once_not_on_every_question(monkeypatch: pytest.MonkeyPatch) -> None:
     """300 partition zones: each zone's index is built once; a cache smaller than the zones rebuilt some on every
     question, and the server fell seconds behind at 256 partitions."""
@@ -462,14 +475,7 @@ def test_hundreds_of_zones_are_indexed_once_not_on_every_question(monkeypatch: p
         for i in range(300)
     )
     served = (PARENT, *many)
-    built: list[str] = []
-    real_index = server_module._index
-
-    def counting(zone: Zone) -> object:
-        built.append(zone.name)
-        return real_index(zone)
-
-    monkeypatch.setattr(server_module, "_index", counting)
+    built = _zone_names_passed_to(monkeypatch, server_module, "_index")
     with DnsServer(lambda: served, ADDRESSES) as running:
         for i in (0, 150, 299, 0):
             reply = ask(running, running.address_of(CHILD_NS[0]), f"p{i:03d}.ardamails.com.", "NS")
@@ -604,14 +610,7 @@ def test_the_world_walks_moto_zones_again_only_after_a_write(
 ) -> None:
     """Questions with no write between them cost no walk over moto's zones; one write costs one walk."""
     world = scenarios.world
-    walked: list[str] = []
-    real = world._served_zone
-
-    def counting(zone: Any) -> Zone:
-        walked.append(zone.name)
-        return real(zone)
-
-    monkeypatch.setattr(world, "_served_zone", counting)
+    walked = _zone_names_passed_to(monkeypatch, world, "_served_zone")
     parent = world.dns.address_of(PARENT_NAMESERVERS[0])
     domain = world.config.file.domain.rstrip(".")
     assert _txt(scenarios, parent, f"quiet.{domain}.") is None
