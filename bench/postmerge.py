@@ -96,7 +96,7 @@ class Run:
     requests: dict[str, int]  # aws, dns (distinct questions), dns_resent, postmark
     world_cpu: float  # CPU seconds of the bench process meanwhile: the world's servers (and the RSS sampler)
     session: float | None  # pytest's own session time (JUnit), for the rows that run checks
-    slowest_check: float | None  # the slowest check's setup+call+teardown: it gathered the observations
+    slowest_check: float | None  # the slowest check's setup+call+teardown: the first, which waited for its partition
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -99,35 +99,41 @@ class Observer:
         self._chosen = chosen
         self._seen: dict[str, PartitionObservation] = {}
         self._lock = threading.Lock()
-        self._early: threading.Thread | None = None
-        self.early_note: str | None = None
+        self._gathering: _Gathering | None = None
+        self._early = False  # the xdist controller gathers before the workers ask
 
     def get(self, target: Target, batch: bool) -> PartitionObservation:
         """The partition's observation; with `batch`, every partition of this run is gathered once, together,
-        by whichever process (xdist worker) asks first, and shared with the others through the run directory."""
+        by whichever process (xdist worker) asks first, and shared with the others through the run directory.
+        That process waits only for this partition: the others are still being gathered while it is judged."""
         with self._lock:
             if target.name not in self._seen:
-                if batch:
-                    self._seen.update(self._shared(target))
-                else:
+                if not batch:
                     self._seen.update(observe_all([target], self.settings, self.credentials, self._told))
-                # the observations, and the AWS models and clients loaded to make them, live until the run ends:
-                # no later garbage collection (pytest runs two at exit) needs to walk them again
-                gc.freeze()
-            return self._seen[target.name]
+                    gc.freeze()  # see _Gathering: the observations live until the run ends
+                elif self._gathering is None or target.name not in self._gathering.names:
+                    self._gather_for(target)
+            gathering = None if target.name in self._seen else self._gathering
+        return self._seen[target.name] if gathering is None else gathering.wait(target.name)
 
-    def _shared(self, target: Target) -> dict[str, PartitionObservation]:
-        return RunState(run_dir(self._config)).shared(
-            OBSERVATIONS,
-            target.name,
-            lambda found: observe_all(self._pending(target, found), self.settings, self.credentials, self._told),
-        )
+    def _gather_for(self, target: Target) -> None:
+        """Read what the run's other processes published; when the target is not among it, start gathering it
+        and every other partition still unobserved, holding the run directory's lock until all are published."""
+        state = RunState(run_dir(self._config))
+        held = contextlib.ExitStack()
+        held.enter_context(state.locked(OBSERVATIONS))
+        found: dict[str, PartitionObservation] = state.read(OBSERVATIONS, {})
+        self._seen.update(found)
+        if target.name in found:
+            held.close()
+            return
+        self._gathering = self._start(self._pending(target, found), state, found, held)
 
     def gather_early(self, nodeids: Sequence[str]) -> None:
         """xdist controller: gather the partitions these collected checks will ask for, in a thread, holding the
         run directory's lock (taken before any worker runs a check), while the other workers finish starting
         and the scheduler hands out work. The workers then find the observations ready instead of gathering."""
-        if self._early is not None or self._config.getoption("deploy", False):
+        if self._gathering is not None or self._config.getoption("deploy", False):
             return  # a deploy run observes each partition after its deploy
         chosen = {t.name for t in self._chosen.targets}
         names = {group_of(i, chosen) for i in nodeids if "tests_postmerge/" in i.split("::", 1)[0]}
@@ -137,28 +143,46 @@ class Observer:
         state = RunState(run_dir(self._config))
         held = contextlib.ExitStack()
         held.enter_context(state.locked(OBSERVATIONS))
+        self._gathering = self._start(targets, state, {}, held)
+        self._early = True
 
-        def gather() -> None:
-            started = time.monotonic()
+    def _start(
+        self,
+        targets: Sequence[Target],
+        state: RunState,
+        found: dict[str, PartitionObservation],
+        held: contextlib.ExitStack,
+    ) -> _Gathering:
+        def gather(arrived: Callable[[PartitionObservation], None]) -> None:
+            def done(observation: PartitionObservation) -> None:
+                self._told(observation)
+                arrived(observation)
+
             try:
-                found = observe_all(targets, self.settings, self.credentials, self._told)
+                new = observe_all(targets, self.settings, self.credentials, done)
                 with contextlib.suppress(OSError):  # the run ended (Ctrl-C) and its directory is gone
-                    state.publish(OBSERVATIONS, found)
-                self.early_note = (
-                    f"mailgate: observed {len(found)} partition(s) in {time.monotonic() - started:.1f} s "
-                    "while the xdist workers started"
-                )
+                    state.publish(OBSERVATIONS, found | new)
             finally:
-                held.close()  # releases the lock: the workers read what was published, or gather themselves
+                held.close()  # releases the lock: the others read what was published, or gather themselves
 
-        self._early = threading.Thread(target=gather, name="mailgate-observe", daemon=True)
-        self._early.start()
+        return _Gathering([t.name for t in targets], gather)
 
     def join(self, timeout: float) -> None:
-        """Wait for the controller's early gathering before the run directory is removed (every worker has
-        waited for it already, unless the run was interrupted: then not for long)."""
-        if self._early is not None:
-            self._early.join(timeout)
+        """Wait for a gathering still under way before the run directory is removed (every check has waited for
+        its partition already, unless the run was interrupted: then not for long)."""
+        if self._gathering is not None:
+            self._gathering.join(timeout)
+
+    @property
+    def early_note(self) -> str | None:
+        """The xdist controller's line on its early gathering, once it has ended."""
+        gathering = self._gathering
+        if not self._early or gathering is None or not gathering.succeeded:
+            return None
+        return (
+            f"mailgate: observed {len(gathering.names)} partition(s) in {gathering.took:.1f} s "
+            "while the xdist workers started"
+        )
 
     def _told(self, observation: PartitionObservation) -> None:
         """A progress line as each partition's observation completes."""
@@ -194,6 +218,60 @@ class Observer:
             problems = judge(zone)
             looks += 1
         return zone, problems, looks
+
+
+class _Gathering:
+    """Partitions being observed on a thread of their own, each handed over as it completes: a check waits for its
+    own partition only, so the first partitions are judged while Route 53's pacing still holds back the last."""
+
+    def __init__(self, names: Sequence[str], gather: Callable[[Callable[[PartitionObservation], None]], None]) -> None:
+        self.names = frozenset(names)
+        self._gather = gather
+        self._ready: dict[str, PartitionObservation] = {}
+        self._failed: BaseException | None = None
+        self._finished = False
+        self._changed = threading.Condition()
+        self._started = time.monotonic()
+        self.took = 0.0
+        self._thread = threading.Thread(target=self._run, name="mailgate-observe", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._gather(self._arrived)
+        except BaseException as exc:  # handed to every check still waiting, which fails with it
+            self._failed = exc
+        finally:
+            # the observations, and the AWS models and clients loaded to make them, live until the run ends: no
+            # later garbage collection (pytest runs two at exit) needs to walk them again
+            gc.freeze()
+            with self._changed:
+                self.took = time.monotonic() - self._started
+                self._finished = True
+                self._changed.notify_all()
+
+    def _arrived(self, observation: PartitionObservation) -> None:
+        with self._changed:
+            self._ready[observation.target.name] = observation
+            self._changed.notify_all()
+
+    @property
+    def succeeded(self) -> bool:
+        with self._changed:
+            return self._finished and self._failed is None
+
+    def wait(self, name: str) -> PartitionObservation:
+        """Partition `name`'s observation, once it has completed; the gathering's error if it failed first."""
+        with self._changed:
+            self._changed.wait_for(lambda: name in self._ready or self._finished)
+            if name in self._ready:
+                return self._ready[name]
+        if self._failed is not None:
+            raise self._failed
+        raise RuntimeError(f"mailgate: the gathering ended without observing partition {name}")
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
 
 
 OBSERVER = pytest.StashKey[Observer]()

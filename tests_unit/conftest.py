@@ -110,6 +110,7 @@ class Run:
     ret: int
     outcomes: dict[str, str]
     messages: dict[str, str]
+    ended: dict[str, float]  # when each check's last phase ended (time.time())
 
     def failed(self) -> set[str]:
         return {name for name, outcome in self.outcomes.items() if outcome not in PASSED_OUTCOMES}
@@ -131,15 +132,17 @@ def run_checks(pytester: pytest.Pytester, scenarios: Scenarios, tmp_path: Path) 
         recorder = pytester.inline_run(*argv)
         outcomes: dict[str, str] = {}
         messages: dict[str, str] = {}
+        ended: dict[str, float] = {}
         for report in recorder.getreports("pytest_runtest_logreport"):
             name = report.nodeid.rsplit("::", 1)[-1]
+            ended[name] = max(ended.get(name, 0.0), report.stop)
             outcome = merge(outcomes.get(name), report)
             if outcome is not None:
                 outcomes[name] = outcome
             if report.failed or report.skipped:
                 messages[name] = str(report.longrepr)
         ret = int(recorder.ret)
-        return Run(ret, outcomes, messages)
+        return Run(ret, outcomes, messages, ended)
 
     return run
 
