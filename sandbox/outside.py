@@ -19,7 +19,9 @@ THIRD_PARTY = "example.net"  # RFC 2606 reserves it: the sandbox's other senders
 # mail servers)" (postmarkapp.com/support/article/900-what-is-spf): a list of ip4 terms that costs receivers
 # no further lookup. The addresses are illustrative, the shape is Postmark's.
 POSTMARK_SPF = "v=spf1 ip4:50.31.156.96/27 ip4:104.245.209.192/26 ip4:3.134.147.250 ip4:50.31.205.0/24 ~all"
-# The Return-Path host's own SPF record includes the same list (as public SPF checkers show pm.mtasv.net).
+# The Return-Path host's own SPF record includes the same list: a public record view of a Postmark sender's
+# pm-bounces CNAME shows pm.mtasv.net as "v=spf1 include:spf.mtasv.net -all" (dnsdigest.com/domains/38/
+# outbound-email/spf); pm.mtasv.net is Postmark's bounce host (emailsherpa.net/faq/what-is-pmmtasvnet).
 RETURN_PATH_SPF = "v=spf1 include:spf.mtasv.net -all"
 # RFC 7489 §7.1: a report receiver outside the sender's organizational domain authorizes each sender domain
 # with TXT "v=DMARC1" at <sender domain>._report._dmarc.<receiver domain>.
