@@ -90,16 +90,6 @@ class RunState:
             self.publish(name, value)
             return value
 
-    def shared(self, name: str, key: str, add: Callable[[dict[str, T]], dict[str, T]]) -> dict[str, T]:
-        """Dictionary `name` with `key` in it: when it is missing, `add(found)` gives entries to add (`key` among
-        them), under the lock, and the whole dictionary is published again."""
-        with self.locked(name):
-            found: dict[str, T] = self.read(name, {})
-            if key not in found:
-                found.update(add(found))
-                self.publish(name, found)
-        return found
-
     def append(self, name: str, fact: dict[str, Any]) -> None:
         """Tell the run's other processes a fact: one JSON line appended to log `name` (one write, O_APPEND)."""
         with (self.folder / f"{name}.jsonl").open("a") as out:

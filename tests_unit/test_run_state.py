@@ -65,20 +65,6 @@ def test_once_computes_once_across_processes_and_threads(tmp_path: Path) -> None
     assert got == ["the value", "the value"], "every asker reads the one computed value"
 
 
-def test_shared_adds_only_what_is_missing(tmp_path: Path) -> None:
-    state = RunState(tmp_path)
-    asked: list[set[str]] = []
-
-    def add(found: dict[str, int]) -> dict[str, int]:
-        asked.append(set(found))
-        return {"a": 1, "b": 2}
-
-    assert state.shared("d", "a", add) == {"a": 1, "b": 2}
-    assert state.shared("d", "b", add) == {"a": 1, "b": 2}
-    assert asked == [set()], "a key already shared is read, not computed again"
-    assert state.shared("d", "c", lambda found: {"c": len(found)}) == {"a": 1, "b": 2, "c": 2}
-
-
 def test_facts_are_read_up_to_the_last_complete_line(tmp_path: Path) -> None:
     state = RunState(tmp_path)
     assert state.facts("outcomes") == []
