@@ -94,3 +94,17 @@ def grouping_scheduler(
 
     config.option.loadscopereorder = False
     return GroupScheduling(config, log)
+
+
+def half_line(terminal: pytest.TerminalReporter) -> str:
+    """What pytest has written of its current terminal line so far (a check file's name and its results; under -v
+    a node id waiting for its outcome), without colours; "" at the start of a line.
+
+    A progress line from another thread must not land in the middle of it, and pytest, which goes on appending
+    to it, must find it as it left it. pytest's public `ensure_newline` ends the line through pytest's own writer,
+    which during a check is captured (fd 1), and forgets the line (its right-aligned `[ 31%]` then lands in the
+    wrong column); live logging suspends capturing around each record instead (`global_and_fixture_disabled`),
+    which a thread other than the check's cannot do safely. Private: `TerminalReporter._tw`,
+    `TerminalWriter._current_line`.
+    """
+    return str(terminal._tw._current_line)

@@ -5,23 +5,32 @@ pytest_configure, while pytest's capturing is suspended): during a check pytest 
 lines written there would land in the check's captured output instead of in front of the operator. Writing
 to the duplicate needs no capture toggling, so any thread (a synth in the pool, the xdist controller's early
 gathering) and any xdist worker (whose stderr is the controller's) can write; one lock keeps lines whole.
+Where pytest's output and these lines reach the same place (a terminal, a CI log), a progress line never
+lands inside the line pytest is writing (a check file's name and its dots): it goes above, and pytest's
+line is written again below it, as pytest left it.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import TextIO
 
 import pytest
+
+from plugins._compat import half_line
 
 
 class Progress:
     """Writes whole lines to the run's original stderr; progress only when not quiet (-q)."""
 
-    def __init__(self, stream: TextIO | None, quiet: bool) -> None:
+    def __init__(
+        self, stream: TextIO | None, quiet: bool, shared: Callable[[], pytest.TerminalReporter | None] = lambda: None
+    ) -> None:
         self._stream = stream
         self._quiet = quiet
+        self._shared = shared  # pytest's terminal reporter, when its output goes where these lines go
         self._lock = threading.Lock()
 
     def say(self, line: str, *, even_quiet: bool = False) -> None:
@@ -31,7 +40,8 @@ class Progress:
             if self._stream is None:
                 return
             try:
-                self._stream.write(line + "\n")
+                terminal = self._shared()
+                self._stream.write(_above(half_line(terminal) if terminal else "", line, self._stream.isatty()))
                 self._stream.flush()
             except (OSError, ValueError):  # the terminal went away (a closed pipe): not worth failing the run
                 self._stream = None
@@ -49,7 +59,7 @@ PROGRESS = pytest.StashKey[Progress]()
 def start(config: pytest.Config) -> None:
     """Called from pytest_configure (plugins.report), while capturing is suspended."""
     stream = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
-    progress = Progress(stream, quiet=config.get_verbosity() < 0)
+    progress = Progress(stream, quiet=config.get_verbosity() < 0, shared=_shared_terminal(config))
     config.stash[PROGRESS] = progress
     config.add_cleanup(progress.close)
 
@@ -59,3 +69,22 @@ def say(config: pytest.Config, line: str, *, even_quiet: bool = False) -> None:
     progress = config.stash.get(PROGRESS, None)
     if progress is not None:
         progress.say(line, even_quiet=even_quiet)
+
+
+def _above(half: str, line: str, tty: bool) -> str:
+    """`line` on a line of its own with pytest's half-written line after it, as pytest left it: on a terminal the
+    half line is erased and written again below (carriage return, erase to end of line); elsewhere, a log, it is
+    ended and repeated."""
+    if not half:
+        return line + "\n"
+    return ("\r\x1b[K" if tty else "\n") + line + "\n" + half
+
+
+def _shared_terminal(config: pytest.Config) -> Callable[[], pytest.TerminalReporter | None]:
+    """pytest's terminal reporter when it writes where the progress lines go (fds 1 and 2 are one file), else None.
+    An xdist worker's reporter writes nowhere the operator looks: its results travel to the controller."""
+    try:
+        shared = not hasattr(config, "workerinput") and os.path.samestat(os.fstat(1), os.fstat(2))
+    except OSError:  # a closed fd 1: nothing of pytest's to keep whole
+        shared = False
+    return (lambda: config.pluginmanager.get_plugin("terminalreporter")) if shared else (lambda: None)

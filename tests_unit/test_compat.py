@@ -48,3 +48,10 @@ def test_xdist_scheduler_internals_exist(pytestconfig: pytest.Config) -> None:
     for attribute in ("self.collection", "self.workqueue", "self.assigned_work"):
         assert attribute in made, f"LoadScopeScheduling no longer sets {attribute}: grouping_scheduler reads it"
     assert hasattr(pytestconfig.option, "loadscopereorder"), "xdist's loadscopereorder option is gone"
+
+
+def test_terminal_reporter_half_line_internals_exist(pytestconfig: pytest.Config) -> None:
+    terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    writer = getattr(terminal, "_tw", None)
+    assert writer is not None, "TerminalReporter._tw is gone: half_line reads it"
+    assert isinstance(getattr(writer, "_current_line", None), str), "TerminalWriter._current_line is gone"
