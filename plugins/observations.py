@@ -119,9 +119,7 @@ class Observer:
     def _gather_for(self, target: Target) -> None:
         """Read what the run's other processes published; when the target is not among it, start gathering it
         and every other partition still unobserved, holding the run directory's lock until all are published."""
-        state = RunState(run_dir(self._config))
-        held = contextlib.ExitStack()
-        held.enter_context(state.locked(OBSERVATIONS))
+        state, held = self._locked()
         found: dict[str, PartitionObservation] = state.read(OBSERVATIONS, {})
         self._seen.update(found)
         if target.name in found:
@@ -140,11 +138,16 @@ class Observer:
         targets = [t for t in self._chosen.targets if t.name in names]
         if not targets:
             return
+        state, held = self._locked()
+        self._gathering = self._start(targets, state, {}, held)
+        self._early = True
+
+    def _locked(self) -> tuple[RunState, contextlib.ExitStack]:
+        """The run directory's state with the observations' lock held: the gathering releases it once published."""
         state = RunState(run_dir(self._config))
         held = contextlib.ExitStack()
         held.enter_context(state.locked(OBSERVATIONS))
-        self._gathering = self._start(targets, state, {}, held)
-        self._early = True
+        return state, held
 
     def _start(
         self,
@@ -231,12 +234,12 @@ class _Gathering:
         self._failed: BaseException | None = None
         self._finished = False
         self._changed = threading.Condition()
-        self._started = time.monotonic()
         self.took = 0.0
         self._thread = threading.Thread(target=self._run, name="mailgate-observe", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        started = time.monotonic()
         try:
             self._gather(self._arrived)
         except BaseException as exc:  # handed to every check still waiting, which fails with it
@@ -246,7 +249,7 @@ class _Gathering:
             # later garbage collection (pytest runs two at exit) needs to walk them again
             gc.freeze()
             with self._changed:
-                self.took = time.monotonic() - self._started
+                self.took = time.monotonic() - started
                 self._finished = True
                 self._changed.notify_all()
 

@@ -31,6 +31,7 @@ class Progress:
         self._stream = stream
         self._quiet = quiet
         self._shared = shared  # pytest's terminal reporter, when its output goes where these lines go
+        self._tty = stream is not None and stream.isatty()
         self._lock = threading.Lock()
 
     def say(self, line: str, *, even_quiet: bool = False) -> None:
@@ -41,7 +42,7 @@ class Progress:
                 return
             try:
                 terminal = self._shared()
-                self._stream.write(_above(half_line(terminal) if terminal else "", line, self._stream.isatty()))
+                self._stream.write(_above(half_line(terminal) if terminal else "", line, self._tty))
                 self._stream.flush()
             except (OSError, ValueError):  # the terminal went away (a closed pipe): not worth failing the run
                 self._stream = None
